@@ -1,0 +1,196 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* hopscope's observation point: a TC classifier that timestamps every TCP
+ * segment of a watched flow and hands a small record to userspace.
+ *
+ * Needs Linux >= 5.8 (BPF ring buffer, bpf_ringbuf_query). Attached with TCX
+ * (>= 6.6) or as a direct-action cls_bpf filter under clsact (older). It never
+ * changes a packet's fate: every path returns TC_ACT_UNSPEC, so the next
+ * program or the default action decides.
+ *
+ * Cost is kept low (DESIGN.md, "Cost"): flows are filtered here by port, only
+ * segments with payload or SYN/FIN/RST are emitted, and events are submitted
+ * without waking the reader unless the ring is filling up; the reader drains
+ * on a timer. */
+#include "include/hopscope.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define EVENT_HDR 64
+#define MAX_CAPTURE 256
+
+/* One record per emitted segment. Addresses are in network byte order
+ * (IPv4 in the first 4 bytes), ports and sequence numbers in host order.
+ * The record is EVENT_HDR + capture size bytes long; cap_len bytes of data
+ * are valid. */
+struct event {
+	__u64 ts_ns;       /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 point;       /* observation point, set per attachment */
+	__u32 seq;
+	__u32 ack;
+	__u32 payload_len; /* TCP payload bytes in this skb (GSO: all segments) */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 flags;        /* TCP flags byte */
+	__u8 family;       /* 4 or 6 */
+	__u16 cap_len;
+	__u8 data[MAX_CAPTURE];
+};
+
+/* Per-CPU counters; userspace sums over CPUs. matched == emitted + lost. */
+struct counters {
+	__u64 seen;    /* packets that ran the program */
+	__u64 matched; /* TCP segments of watched ports worth an event */
+	__u64 emitted; /* events submitted to the ring */
+	__u64 lost;    /* events lost because the ring was full */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20); /* resized by the loader */
+} events SEC(".maps");
+
+/* Watched ports: index = port (host order), value != 0 = watched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counters);
+} stats SEC(".maps");
+
+/* Set by the loader before load. */
+volatile const __u32 point_id = 0;
+volatile const __u32 capture_len = 128;
+/* Wake the reader when this much is waiting in the ring, otherwise submit
+ * silently and let the reader's timer drain it. */
+volatile const __u64 wakeup_bytes = 1 << 20;
+
+
+static __always_inline int watched(__u16 port)
+{
+	__u32 key = port;
+	__u8 *v = bpf_map_lookup_elem(&ports, &key);
+	return v && *v;
+}
+
+/* emit reserves a record with room for size bytes of payload. size is a
+ * compile-time constant at each call site, as bpf_ringbuf_reserve needs. */
+static __always_inline void emit(struct __sk_buff *skb, struct counters *c,
+				 struct event *h, __u32 payload_off, const __u32 size)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, EVENT_HDR + size, 0);
+	if (!e) {
+		c->lost++;
+		return;
+	}
+	__builtin_memcpy(e, h, EVENT_HDR);
+	__u32 n = h->payload_len;
+	if (n > capture_len)
+		n = capture_len;
+	if (n > size)
+		n = size;
+	e->cap_len = 0;
+	if (n > 0) {
+		/* keep the bound visible to the verifier */
+		asm volatile("%0 &= 0x1ff" : "+r"(n));
+		if (n > 0 && n <= size &&
+		    bpf_skb_load_bytes_relative(skb, payload_off, e->data, n, BPF_HDR_START_NET) == 0)
+			e->cap_len = n;
+	}
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+	c->emitted++;
+}
+
+SEC("tc")
+int hopscope_tc(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct counters *c = bpf_map_lookup_elem(&stats, &zero);
+	if (!c)
+		return TC_ACT_UNSPEC;
+	c->seen++;
+
+	struct event h;
+	__u32 l4off, ip_len;
+	__u16 proto = bpf_ntohs((__u16)skb->protocol);
+
+	if (proto == ETH_P_IP) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes_relative(skb, 0, &ip, sizeof(ip), BPF_HDR_START_NET))
+			return TC_ACT_UNSPEC;
+		if (ip.protocol != IPPROTO_TCP || (ip.ihl_version >> 4) != 4)
+			return TC_ACT_UNSPEC;
+		if (bpf_ntohs(ip.frag_off) & 0x1fff) /* not the first fragment */
+			return TC_ACT_UNSPEC;
+		l4off = (ip.ihl_version & 0xf) * 4;
+		ip_len = bpf_ntohs(ip.tot_len);
+		if (ip_len == 0) /* BIG TCP: the length is the skb's */
+			ip_len = skb->len - 14;
+		h.family = 4;
+		__builtin_memset(h.saddr, 0, sizeof(h.saddr));
+		__builtin_memset(h.daddr, 0, sizeof(h.daddr));
+		__builtin_memcpy(h.saddr, &ip.saddr, 4);
+		__builtin_memcpy(h.daddr, &ip.daddr, 4);
+	} else if (proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes_relative(skb, 0, &ip6, sizeof(ip6), BPF_HDR_START_NET))
+			return TC_ACT_UNSPEC;
+		/* extension headers are not followed: TCP must come first */
+		if (ip6.nexthdr != IPPROTO_TCP)
+			return TC_ACT_UNSPEC;
+		l4off = sizeof(ip6);
+		ip_len = bpf_ntohs(ip6.payload_len) + sizeof(ip6);
+		if (ip_len == sizeof(ip6))
+			ip_len = skb->len - 14;
+		h.family = 6;
+		__builtin_memcpy(h.saddr, ip6.saddr, 16);
+		__builtin_memcpy(h.daddr, ip6.daddr, 16);
+	} else {
+		return TC_ACT_UNSPEC;
+	}
+
+	struct tcphdr tcp;
+	if (bpf_skb_load_bytes_relative(skb, l4off, &tcp, sizeof(tcp), BPF_HDR_START_NET))
+		return TC_ACT_UNSPEC;
+	h.sport = bpf_ntohs(tcp.source);
+	h.dport = bpf_ntohs(tcp.dest);
+	if (!watched(h.dport) && !watched(h.sport))
+		return TC_ACT_UNSPEC;
+
+	__u32 payload_off = l4off + (tcp.doff_res >> 4) * 4;
+	__u32 payload = ip_len > payload_off ? ip_len - payload_off : 0;
+	if (payload == 0 && !(tcp.flags & (TCP_SYN | TCP_FIN | TCP_RST)))
+		return TC_ACT_UNSPEC; /* a pure ACK: the correlator does not need it */
+	c->matched++;
+
+	h.ts_ns = bpf_ktime_get_ns();
+	h.point = point_id;
+	h.seq = bpf_ntohl(tcp.seq);
+	h.ack = bpf_ntohl(tcp.ack_seq);
+	h.payload_len = payload;
+	h.flags = tcp.flags;
+	h.cap_len = 0;
+
+	if (capture_len <= 64)
+		emit(skb, c, &h, payload_off, 64);
+	else if (capture_len <= 128)
+		emit(skb, c, &h, payload_off, 128);
+	else
+		emit(skb, c, &h, payload_off, 256);
+	return TC_ACT_UNSPEC;
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";
