@@ -1,72 +1,27 @@
 package lab
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/hopscope/hopscope/sampler"
 )
 
-// hierarchies returns the cgroup mount points a lab process joins: the v2
-// (unified) mount, and on hybrid hosts the v1 hierarchies that carry the
-// memory, cpu and cpuacct controllers, so that the sampler can read one
-// process group's CPU time and memory from whichever the host has.
-func hierarchies() ([]string, error) {
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fl := strings.Fields(sc.Text())
-		if len(fl) < 4 {
-			continue
-		}
-		mnt, typ, opts := fl[1], fl[2], fl[3]
-		want := typ == "cgroup2"
-		if typ == "cgroup" {
-			for _, o := range strings.Split(opts, ",") {
-				if o == "memory" || o == "cpu" || o == "cpuacct" {
-					want = true
-				}
-			}
-		}
-		if want && !seen[mnt] {
-			seen[mnt] = true
-			out = append(out, mnt)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no cgroup hierarchy mounted: mount cgroup2 on /sys/fs/cgroup")
-	}
-	return out, sc.Err()
-}
+// hierarchies returns the root directories of the cgroup hierarchies a lab
+// process joins (those package sampler reads).
+func hierarchies() ([]string, error) { return sampler.CgroupDirs("/") }
 
 // makeCgroup creates rel (e.g. "/hopscope/lab/client-proxy") in every
 // hierarchy and returns the absolute directories, for spawn.Options.Cgroups.
-func makeCgroup(rel string) ([]string, error) {
-	hs, err := hierarchies()
-	if err != nil {
-		return nil, err
-	}
-	var dirs []string
-	for _, h := range hs {
-		d := filepath.Join(h, rel)
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("create cgroup %s: %w", d, err)
-		}
-		dirs = append(dirs, d)
-	}
-	return dirs, nil
-}
+func makeCgroup(rel string) ([]string, error) { return sampler.MakeCgroup(rel) }
+
+// removeCgroup removes rel and everything below it in every hierarchy.
+// Cgroups that still hold processes cannot go: the error says which.
+func removeCgroup(rel string) error { return sampler.RemoveCgroup(rel) }
 
 // cgroupPIDs lists the processes in rel and below, in every hierarchy.
 func cgroupPIDs(rel string) []int {
@@ -91,34 +46,6 @@ func cgroupPIDs(rel string) []int {
 		})
 	}
 	return out
-}
-
-// removeCgroup removes rel and everything below it in every hierarchy,
-// deepest first. Cgroups that still hold processes cannot go: the error says
-// which.
-func removeCgroup(rel string) error {
-	hs, err := hierarchies()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, h := range hs {
-		root := filepath.Join(h, rel)
-		var dirs []string
-		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
-		for _, d := range dirs {
-			if err := syscall.Rmdir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
-			}
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // cgroupExists reports whether rel exists in any hierarchy.
