@@ -103,8 +103,9 @@ static __always_inline void emit(struct __sk_buff *skb, struct counters *c,
 	if (n > 0) {
 		/* keep the bound visible to the verifier */
 		asm volatile("%0 &= 0x1ff" : "+r"(n));
-		if (n > 0 && n <= size &&
-		    bpf_skb_load_bytes_relative(skb, payload_off, e->data, n, BPF_HDR_START_NET) == 0)
+		/* bpf_skb_load_bytes, unlike its _relative sibling, also reads
+		 * paged (non-linear) data, where a GSO skb keeps its payload */
+		if (n > 0 && n <= size && bpf_skb_load_bytes(skb, payload_off, e->data, n) == 0)
 			e->cap_len = n;
 	}
 	__u64 flags = BPF_RB_NO_WAKEUP;
@@ -170,11 +171,19 @@ int hopscope_tc(struct __sk_buff *skb)
 	if (!watched(h.dport) && !watched(h.sport))
 		return TC_ACT_UNSPEC;
 
-	__u32 payload_off = l4off + (tcp.doff_res >> 4) * 4;
-	__u32 payload = ip_len > payload_off ? ip_len - payload_off : 0;
+	__u32 hdrs = l4off + (tcp.doff_res >> 4) * 4;
+	__u32 payload = ip_len > hdrs ? ip_len - hdrs : 0;
 	if (payload == 0 && !(tcp.flags & (TCP_SYN | TCP_FIN | TCP_RST)))
 		return TC_ACT_UNSPEC; /* a pure ACK: the correlator does not need it */
 	c->matched++;
+
+	/* The payload's offset from skb->data, which at TC is the MAC header
+	 * on Ethernet-like devices (veth, lo) and the network header on L3
+	 * devices: tell them apart by the EtherType where Ethernet's would be. */
+	__u32 payload_off = hdrs;
+	__be16 ethertype;
+	if (bpf_skb_load_bytes(skb, 12, &ethertype, 2) == 0 && ethertype == (__be16)skb->protocol)
+		payload_off += 14;
 
 	h.ts_ns = bpf_ktime_get_ns();
 	h.point = point_id;
