@@ -371,11 +371,13 @@ func removeTree(dir string) error {
 		if err == nil || errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
+		// Busy with live processes: say which, at once. Busy with none
+		// listed: exiting tasks are still leaving; wait a little.
+		procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if p := strings.Fields(string(procs)); len(p) > 0 {
+			return fmt.Errorf("remove cgroup %s: still holds processes %s: %w", dir, strings.Join(p, " "), err)
+		}
 		if !errors.Is(err, os.ErrExist) && !isBusy(err) || time.Now().After(deadline) {
-			procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-			if p := strings.Fields(string(procs)); len(p) > 0 {
-				return fmt.Errorf("remove cgroup %s: still holds processes %s: %w", dir, strings.Join(p, " "), err)
-			}
 			return fmt.Errorf("remove cgroup %s: %w", dir, err)
 		}
 		time.Sleep(20 * time.Millisecond)

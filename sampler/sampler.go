@@ -28,11 +28,13 @@ type Config struct {
 	// Interval between samples of CPU, memory and the kernel's peak
 	// (default 100 ms).
 	Interval time.Duration
-	// StatInterval between reads of the costlier files: memory.stat (the
-	// working set), memory.events, PSI, v1 user/system split (default 1 s,
-	// rounded to a multiple of Interval). memory.stat alone costs more than
-	// all the others together; reading it at 10 Hz for 100 cgroups would
-	// break the 1%-of-a-core budget.
+	// StatInterval between reads of the files a run's figures need less
+	// often: the kernel's peak (it keeps the maximum itself), memory.stat
+	// (the working set), OOM events, the v1 user/system split (default 1 s,
+	// rounded to a multiple of Interval); PSI every 10th StatInterval. All
+	// are read at the start and the end. memory.stat alone costs more than
+	// the others together; reading it at 10 Hz for 100 cgroups would break
+	// the 1%-of-a-core budget.
 	StatInterval time.Duration
 	// NoSeries keeps no time series (a long-running agent): WriteCSV then
 	// writes only the header.
@@ -134,7 +136,7 @@ func (s *Sampler) Remove(name string) (Resources, bool) {
 	}
 	delete(s.trackers, name)
 	if s.running {
-		t.sample(clock.Now(), s.start, true)
+		t.sample(clock.Now(), s.start, all)
 	}
 	t.close()
 	return t.resources(), true
@@ -170,10 +172,16 @@ func (s *Sampler) loop(ctx context.Context) {
 		}
 		s.mu.Lock()
 		s.tick++
-		full := s.tick%s.statN == 0
+		d := quick
+		if s.tick%s.statN == 0 {
+			d = stat
+			if s.tick%(10*s.statN) == 0 {
+				d = all
+			}
+		}
 		now := clock.Now()
 		for _, t := range s.trackers {
-			t.sample(now, s.start, full)
+			t.sample(now, s.start, d)
 			if t.keep && !t.dead {
 				t.series = append(t.series, t.point())
 			}
@@ -201,7 +209,7 @@ func (s *Sampler) Stop() Result {
 	if running {
 		now := clock.Now()
 		for _, t := range s.trackers {
-			t.sample(now, s.start, true)
+			t.sample(now, s.start, all)
 			if t.keep && !t.dead {
 				t.series = append(t.series, t.point())
 			}

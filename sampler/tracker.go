@@ -223,10 +223,12 @@ func (t *tracker) openMemV2(dir string) error {
 	}
 	t.peakSource = "memory.peak"
 	// Kernels >= 6.12 keep a peak per open file, reset by a write to it.
-	if fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0); err == nil {
+	fd, werr := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if werr == nil {
 		t.peakFile, t.peakScope = &kfile{path: p, fd: fd, buf: make([]byte, 64)}, "run"
 		return nil
 	}
+	t.markAbsent("run_peak", fmt.Sprintf("cannot open %s for writing to reset it (%v; a per-run memory.peak needs kernel 6.12+ and root): the peak is the cgroup's lifetime peak", p, werr))
 	if t.peakFile, err = openK(p); err != nil {
 		t.markAbsent("exact_peak", openErr(err))
 		t.peakSource = ""
@@ -250,10 +252,12 @@ func (t *tracker) openMemV1(dir string) error {
 	}
 	p := filepath.Join(dir, "memory.max_usage_in_bytes")
 	t.peakSource = "memory.max_usage_in_bytes"
-	if fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0); err == nil {
+	fd, werr := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if werr == nil {
 		t.peakFile, t.peakScope = &kfile{path: p, fd: fd, buf: make([]byte, 64)}, "run"
 		return nil
 	}
+	t.markAbsent("run_peak", fmt.Sprintf("cannot open %s for writing to reset it (%v; needs root): the peak is the cgroup's lifetime peak", p, werr))
 	if t.peakFile, err = openK(p); err != nil {
 		t.markAbsent("exact_peak", openErr(err))
 		t.peakSource = ""
@@ -310,7 +314,7 @@ func (t *tracker) begin(now int64) {
 			t.markAbsent("run_peak", fmt.Sprintf("cannot reset %s (%v): the peak is the cgroup's lifetime peak", t.peakFile.path, err))
 		}
 	}
-	r, err := t.read(now, true)
+	r, err := t.read(now, all)
 	if err != nil {
 		t.fail(now, now, err)
 		return
@@ -319,15 +323,30 @@ func (t *tracker) begin(now int64) {
 	if t.peakScope == "lifetime" {
 		t.peakBefore = r.peak
 	}
-	t.observe(r, true)
+	t.observe(r)
 	if t.keep {
 		t.series = append(t.series, t.point())
 	}
 }
 
-// read takes a reading; full also reads the slower files (memory.stat,
-// events, PSI, v1 user/system split).
-func (t *tracker) read(now int64, full bool) (reading, error) {
+// depth says which files a reading takes.
+type depth int
+
+const (
+	// quick: CPU usage and current memory, at every Interval.
+	quick depth = iota
+	// stat adds the files a run's figures need at a coarser pace: the
+	// kernel's peak (it keeps the maximum itself), memory.stat (working
+	// set), OOM events, the v1 user/system split. At every StatInterval.
+	stat
+	// all adds PSI: at the start and end, every 10th StatInterval between.
+	all
+)
+
+// read takes a reading of the files depth d asks for; the others keep their
+// last value, except the working set, which is only valid where read.
+func (t *tracker) read(now int64, d depth) (reading, error) {
+	full := d >= stat
 	r := t.last
 	r.t = now
 	if !full {
@@ -384,7 +403,7 @@ func (t *tracker) read(now int64, full bool) (reading, error) {
 				return r, fmt.Errorf("parse %s: %w", t.memFile.path, err)
 			}
 			r.mem = v
-			if t.peakFile != nil {
+			if full && t.peakFile != nil {
 				p, err := t.peakFile.readInt()
 				if err != nil {
 					return r, err
@@ -409,12 +428,12 @@ func (t *tracker) read(now int64, full bool) (reading, error) {
 			}
 		}
 	}
-	if full && t.psiCPUFile != nil {
+	if d >= all && t.psiCPUFile != nil {
 		if b, err := t.psiCPUFile.read(); err == nil {
 			r.psiCPU, _ = psiTotalOr(b, "some")
 		}
 	}
-	if full && t.psiMemFile != nil {
+	if d >= all && t.psiMemFile != nil {
 		if b, err := t.psiMemFile.read(); err == nil {
 			r.psiMemSome, _ = psiTotalOr(b, "some")
 			r.psiMem, _ = psiTotalOr(b, "full")
@@ -488,20 +507,20 @@ func statusKB(b []byte, key string) (int64, bool) {
 }
 
 // sample takes one reading and folds it in.
-func (t *tracker) sample(now, start int64, full bool) {
+func (t *tracker) sample(now, start int64, d depth) {
 	if t.dead {
 		return
 	}
-	r, err := t.read(now, full)
+	r, err := t.read(now, d)
 	if err != nil {
 		t.fail(now, start, err)
 		return
 	}
 	t.last = r
-	t.observe(r, full)
+	t.observe(r)
 }
 
-func (t *tracker) observe(r reading, full bool) {
+func (t *tracker) observe(r reading) {
 	t.samples++
 	if r.mem != none && r.mem > t.sampledPeak {
 		t.sampledPeak = r.mem

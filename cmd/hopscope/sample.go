@@ -13,22 +13,23 @@ import (
 
 func init() {
 	var (
-		cgroup, jsonOut, csvOut string
-		pid                     int
-		duration, interval      time.Duration
+		cgroups            []string
+		jsonOut, csvOut    string
+		pid                int
+		duration, interval time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "sample --cgroup PATH [--pid PID] --duration D --json FILE [--csv FILE]",
-		Short: "Sample one cgroup's (or process's) CPU time and peak memory for a while",
+		Use:   "sample --cgroup PATH [--cgroup PATH...] | --pid PID --duration D --json FILE [--csv FILE]",
+		Short: "Sample cgroups' (or a process's) CPU time and peak memory for a while",
 		Long: `Sample reads a cgroup's CPU and memory files (cgroup v2, v1 where v2 lacks
 them) every --interval for --duration, then writes the figures as JSON
 (cpu_usec, memory_peak_bytes, peak_source, max_working_set_bytes, ...) and
-optionally the time series as CSV. PATH is relative to the cgroup root
+optionally the time series as CSV. Several --cgroup are sampled together. PATH is relative to the cgroup root
 (/hopscope/lab1/server-proxy) or absolute under /sys/fs/cgroup. With --pid and
 no --cgroup it reads /proc/PID instead (labelled "proc").`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if cgroup == "" && pid <= 0 {
+			if len(cgroups) == 0 && pid <= 0 {
 				return usagef("give --cgroup PATH or --pid PID")
 			}
 			if duration <= 0 {
@@ -41,12 +42,15 @@ no --cgroup it reads /proc/PID instead (labelled "proc").`,
 				return usagef("--json FILE is required ('-' for stdout)")
 			}
 			s := sampler.New(sampler.Config{Interval: interval})
-			name := cgroup
-			if name == "" {
-				name = fmt.Sprintf("pid-%d", pid)
+			if len(cgroups) == 0 {
+				if err := s.Add(sampler.Source{Name: fmt.Sprintf("pid-%d", pid), PID: pid}); err != nil {
+					return usagef("%v", err)
+				}
 			}
-			if err := s.Add(sampler.Source{Name: name, Cgroup: cgroup, PID: pid}); err != nil {
-				return usagef("%v", err)
+			for _, cg := range cgroups {
+				if err := s.Add(sampler.Source{Name: cg, Cgroup: cg}); err != nil {
+					return usagef("%v", err)
+				}
 			}
 			ctx, cancel := context.WithTimeout(c.Context(), duration)
 			defer cancel()
@@ -74,8 +78,8 @@ no --cgroup it reads /proc/PID instead (labelled "proc").`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cgroup, "cgroup", "", "cgroup path, relative to the hierarchy root or under /sys/fs/cgroup")
-	f.IntVar(&pid, "pid", 0, "process to read through /proc when there is no cgroup")
+	f.StringArrayVar(&cgroups, "cgroup", nil, "cgroup path, relative to the hierarchy root or under /sys/fs/cgroup (repeat for several)")
+	f.IntVar(&pid, "pid", 0, "process to read through /proc when no --cgroup is given")
 	f.DurationVar(&duration, "duration", 0, "how long to sample")
 	f.DurationVar(&interval, "interval", 100*time.Millisecond, "time between samples")
 	f.StringVar(&jsonOut, "json", "", "where to write the figures (JSON; - for stdout)")

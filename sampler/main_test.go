@@ -1,0 +1,168 @@
+package sampler
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hopscope/hopscope/spawn"
+	"golang.org/x/sys/unix"
+)
+
+// childEnv makes the test binary, re-executed, a child that burns CPU or
+// grows memory on command instead of running the tests.
+const childEnv = "HSS_CHILD"
+
+func TestMain(m *testing.M) {
+	if mode, ok := os.LookupEnv(childEnv); ok {
+		os.Exit(child(mode))
+	}
+	os.Exit(m.Run())
+}
+
+// child: "burn:MS" burns MS milliseconds of its own CPU and exits; "serve"
+// reads commands from stdin ("grow MIB" maps MIB MiB, touches every page,
+// holds them 50 ms, unmaps them, answers "done") until EOF.
+func child(mode string) int {
+	if ms, ok := strings.CutPrefix(mode, "burn:"); ok {
+		n, _ := strconv.Atoi(ms)
+		burn(time.Duration(n) * time.Millisecond)
+		return 0
+	}
+	if mode != "serve" {
+		fmt.Fprintln(os.Stderr, "unknown child mode", mode)
+		return 2
+	}
+	fmt.Println("ready")
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		var mib int
+		if _, err := fmt.Sscanf(sc.Text(), "grow %d", &mib); err != nil {
+			fmt.Fprintln(os.Stderr, "bad command", sc.Text())
+			return 2
+		}
+		if err := grow(mib<<20, 50*time.Millisecond); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println("done")
+	}
+	return 0
+}
+
+func ownCPU() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func burn(d time.Duration) {
+	x := uint64(1)
+	for ownCPU() < d {
+		for i := 0; i < 1_000_000; i++ {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+	}
+	if x == 42 {
+		fmt.Println(x)
+	}
+}
+
+// grow maps n bytes outside the Go heap (so freeing is immediate), has the
+// kernel fault every page in at once (MAP_POPULATE, so the spike is short),
+// writes every page anyway, holds it, and unmaps it.
+func grow(n int, hold time.Duration) error {
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		return fmt.Errorf("mmap %d: %w", n, err)
+	}
+	for i := 0; i < n; i += 4096 {
+		b[i] = 1
+	}
+	time.Sleep(hold)
+	return unix.Munmap(b)
+}
+
+// needRoot skips where the machine truly cannot make cgroups.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create cgroups")
+	}
+	if _, err := DetectMode(); err != nil {
+		t.Skip(err)
+	}
+}
+
+// testCgroup makes /hopscope-test-sampler-NAME (removing a leftover first)
+// and removes it when the test ends.
+func testCgroup(t *testing.T, name string) (string, []string) {
+	t.Helper()
+	rel := "/hopscope-test-sampler-" + name
+	if err := RemoveCgroup(rel); err != nil {
+		t.Fatalf("remove leftover: %v", err)
+	}
+	dirs, err := MakeCgroup(rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := RemoveCgroup(rel); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	return rel, dirs
+}
+
+// startChild runs the test binary as a child in dirs; the child is killed
+// and reaped when the test ends (before the cgroup is removed).
+func startChild(t *testing.T, dirs []string, mode string) (*exec.Cmd, io.WriteCloser, *bufio.Scanner) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := spawn.Command(context.Background(), spawn.Options{Cgroups: dirs}, self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(cmd.Env, childEnv+"="+mode)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.Close()
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd, in, bufio.NewScanner(out)
+}
+
+// expect reads the child's next line and fails unless it is want.
+func expect(t *testing.T, sc *bufio.Scanner, want string) {
+	t.Helper()
+	if !sc.Scan() {
+		t.Fatalf("child ended before saying %q: %v", want, sc.Err())
+	}
+	if sc.Text() != want {
+		t.Fatalf("child said %q, want %q", sc.Text(), want)
+	}
+}
