@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# make vmtest: runs hopscope's kernel-facing tests on a second kernel, Debian
+# 12's 6.1 (no TCX; cgroup v2 mounted alone), under qemu with software
+# emulation. The kernel comes from Debian's linux-image-6.1.0-NN-amd64
+# package through apt and is cached in vmtest/cache/; the initramfs holds
+# busybox, the modules below and statically built test binaries; the VM's
+# serial console is printed and kept in vmtest/cache/console.log. Exit
+# status: 0 when every test binary passed inside the VM, non-zero with a
+# message that says why otherwise (a failed test, a kernel panic, a VM that
+# did not finish in time, no qemu, no kernel package).
+#
+# Knobs (environment):
+#   VMTEST_TIMEOUT=600      seconds the VM may run before it is killed
+#   VMTEST_MEM=1536 VMTEST_SMP=2
+#   VMTEST_KERNEL_PKG=linux-image-6.1.0-NN-amd64   pin a kernel package
+#   VMTEST_PACKAGES='./sampler|TestPeak|60s'       run these instead (lines)
+#   VMTEST_APPEND='...'      more kernel command line
+#   VMTEST_SELFTEST=fail    add a deliberately failing test: must exit non-zero
+#   VMTEST_SELFTEST=hang    make the guest hang: must end with the timeout message
+#   VMTEST_SELFTEST=panic   make the guest's init die: must end with "kernel panic"
+set -eu -o pipefail
+
+# The packages whose tests run in the VM, one per line:
+#   directory | -test.run filter (empty: all) | -test.timeout
+# A package is included only when it exists and has tests. Emulation is
+# slow (TCG): keep these to the tests that need this kernel.
+PACKAGES='
+./vmtest/guest||120s
+./spawn||60s
+./probe||300s
+./sampler||240s
+'
+# Kernel modules to load, dependencies are added (and loaded first).
+# xfrm_user and nfnetlink: netlink.NewHandleAt(ns) with no families opens
+# NETLINK_XFRM and NETLINK_NETFILTER sockets too, and fails without them.
+MODULES='veth bridge sch_ingress cls_bpf act_bpf xfrm_user nfnetlink'
+# The kernel command line: serial console, a panic ends the VM at once
+# (with -no-reboot), and cgroup v1 is switched off entirely.
+APPEND='console=ttyS0 panic=-1 oops=panic loglevel=4 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 rdinit=/init'
+
+PACKAGES=${VMTEST_PACKAGES:-$PACKAGES} # e.g. VMTEST_PACKAGES='./sampler|TestVM|60s'
+timeout_s=${VMTEST_TIMEOUT:-600}
+APPEND="$APPEND ${VMTEST_APPEND:-}"
+mem=${VMTEST_MEM:-1536}
+smp=${VMTEST_SMP:-2}
+selftest=${VMTEST_SELFTEST:-}
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+cache=$here/cache
+export PATH=$PATH:/usr/local/go/bin
+t0=$(date +%s)
+
+say() { echo "vmtest: $*"; }
+die() { echo "vmtest: $*" >&2; exit 1; }
+
+case "$selftest" in
+  ''|fail|hang|panic) ;;
+  *) die "VMTEST_SELFTEST=$selftest: want fail, hang or panic (or unset)" ;;
+esac
+
+# --- what the host needs ---------------------------------------------------
+command -v qemu-system-x86_64 >/dev/null ||
+  die "qemu-system-x86_64 not found: install Debian's qemu-system-x86 (scripts/setup.sh vmtest does)"
+busybox=$(command -v busybox || true)
+[ -n "$busybox" ] || die "busybox not found: install Debian's busybox-static (scripts/setup.sh vmtest does)"
+if head -c 1024 "$busybox" | grep -qa 'ld-linux'; then # a dynamic ELF names its loader (.interp) up front
+  die "$busybox is dynamically linked: the initramfs needs Debian's busybox-static"
+fi
+command -v cpio >/dev/null || die "cpio not found: install Debian's cpio (scripts/setup.sh vmtest does)"
+command -v go >/dev/null || die "go not found (looked in PATH and /usr/local/go/bin)"
+
+# --- the kernel ------------------------------------------------------------
+newest_kernel_pkg() {
+  apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' 2>/dev/null |
+    awk '{print $1}' | sort -V | tail -n 1
+}
+
+# fetch_kernel sets kdir to an extracted kernel package: boot/vmlinuz-* and
+# the network modules. Uses the cache when it has one; asks apt otherwise.
+fetch_kernel() {
+  local pkg=${VMTEST_KERNEL_PKG:-}
+  mkdir -p "$cache/kernel"
+  if [ -z "$pkg" ] && [ -f "$cache/kernel/current" ]; then
+    pkg=$(cat "$cache/kernel/current")
+  fi
+  if [ -n "$pkg" ] && [ -f "$cache/kernel/$pkg/complete" ]; then
+    kdir=$cache/kernel/$pkg
+    say "kernel: $pkg (cached)"
+    return
+  fi
+  if [ -z "$pkg" ]; then
+    command -v apt-cache >/dev/null ||
+      die "no kernel package reachable: vmtest takes Debian 12's linux-image-6.1.0-NN-amd64 through apt, and there is no apt-cache here"
+    pkg=$(newest_kernel_pkg)
+    if [ -z "$pkg" ]; then
+      say "apt lists no linux-image-6.1.0-NN-amd64 yet: running apt-get update"
+      apt-get update -qq >/dev/null 2>&1 || say "apt-get update failed"
+      pkg=$(newest_kernel_pkg)
+    fi
+    [ -n "$pkg" ] ||
+      die "no kernel package reachable: apt-cache lists no linux-image-6.1.0-NN-amd64 (needs Debian 12 bookworm in apt's sources and a reachable mirror)"
+  fi
+  local dl=$cache/kernel/download
+  rm -rf "$dl" && mkdir -p "$dl"
+  id _apt >/dev/null 2>&1 && chown _apt "$dl" # apt downloads as _apt
+  say "kernel: downloading $pkg with apt-get download"
+  (cd "$dl" && apt-get download -q "$pkg" >/dev/null 2>"$dl.err") || {
+    cat "$dl.err" >&2
+    die "no kernel package reachable: apt-get download $pkg failed (see above)"
+  }
+  local deb
+  deb=$(ls "$dl"/*.deb)
+  local dir=$cache/kernel/$pkg
+  rm -rf "$dir" && mkdir -p "$dir"
+  # Only the kernel and the network modules: the whole tree is 400 MB.
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --wildcards \
+    '*/boot/vmlinuz-*' '*/boot/config-*' '*/lib/modules/*/modules.builtin' \
+    '*/lib/modules/*/kernel/net/*' '*/lib/modules/*/kernel/drivers/net/*'
+  mv "$deb" "$dir/" && rm -rf "$dl" "$dl.err"
+  touch "$dir/complete"
+  echo "$pkg" >"$cache/kernel/current"
+  kdir=$dir
+}
+
+fetch_kernel
+vmlinuz=$(find "$kdir" -path '*/boot/vmlinuz-*' | head -n 1)
+modroot=$(dirname "$(find "$kdir" -name modules.builtin | head -n 1)")
+[ -f "$vmlinuz" ] && [ -f "$modroot/modules.builtin" ] || die "kernel cache $kdir is incomplete: remove it (rm -rf $kdir) and run again"
+
+# --- modules ---------------------------------------------------------------
+order=()
+resolve_module() { # appends $1 and what it depends on to order, deps first
+  local m=$1 f d
+  for d in "${order[@]}"; do [ "$d" = "$m" ] && return; done
+  f=$(find "$modroot" \( -name "$m.ko*" -o -name "${m//_/-}.ko*" \) | head -n 1)
+  if [ -z "$f" ]; then
+    grep -qE "/(${m}|${m//_/-})\.ko" "$modroot/modules.builtin" && return # built in
+    die "kernel module $m is neither in $(basename "$modroot")'s net modules nor built in"
+  fi
+  for d in $(tr '\0' '\n' <"$f" 2>/dev/null | sed -n 's/^depends=//p' | tr ',' ' ' || true); do
+    resolve_module "$d"
+  done
+  order+=("$m")
+  modfile[$m]=$f
+}
+declare -A modfile
+for m in $MODULES; do resolve_module "$m"; done
+
+# --- the initramfs ---------------------------------------------------------
+work=$cache/work
+rm -rf "$work" && mkdir -p "$work"
+stage=$work/root
+mkdir -p "$stage"/{bin,dev,proc,sys,run,tmp,root,etc/vmtest,lib/modules,tests,pkgs,var}
+ln -s bin "$stage/sbin" && mkdir -p "$stage/usr" && ln -s ../bin "$stage/usr/bin" && ln -s ../bin "$stage/usr/sbin"
+ln -s /run "$stage/var/run"
+cp "$busybox" "$stage/bin/busybox"
+for a in $("$busybox" --list); do
+  case "$a" in
+    busybox|ip|tc) ;; # no iproute2 in the VM: tests use netlink, not a half ip
+    *) ln -sf busybox "$stage/bin/$a" ;;
+  esac
+done
+mknod -m 600 "$stage/dev/console" c 5 1
+mknod -m 666 "$stage/dev/null" c 1 3
+printf '127.0.0.1 localhost\n::1 localhost\n' >"$stage/etc/hosts"
+echo 'root:x:0:0:root:/root:/bin/sh' >"$stage/etc/passwd"
+echo 'root:x:0:' >"$stage/etc/group"
+cp "$here/init.sh" "$stage/init" && chmod 755 "$stage/init"
+
+# In /lib/modules/VERSION, where busybox's depmod and modprobe (the kernel's
+# module autoloader) look.
+moddir=$stage/lib/modules/$(basename "$modroot")
+mkdir -p "$moddir"
+for m in "${order[@]}"; do
+  f=${modfile[$m]}
+  case "$f" in
+    *.ko) cp "$f" "$moddir/$m.ko" ;;
+    *.ko.xz) xz -dc "$f" >"$moddir/$m.ko" ;;
+    *.ko.zst) zstd -qdc "$f" >"$moddir/$m.ko" ;;
+    *.ko.gz) gzip -dc "$f" >"$moddir/$m.ko" ;;
+    *) die "module file $f: unknown compression" ;;
+  esac
+  echo "$m" >>"$stage/etc/vmtest/modules"
+done
+
+{
+  echo "export HOPSCOPE_VM=1"
+  [ "$selftest" = fail ] && echo "export HOPSCOPE_VMTEST_SELFTEST=fail"
+  true
+} >"$stage/etc/vmtest/env"
+case "$selftest" in
+  hang) echo 'echo "vmtest-init: VMTEST_SELFTEST=hang: hanging"; while :; do sleep 3600; done' >>"$stage/etc/vmtest/env" ;;
+  panic) echo 'echo "vmtest-init: VMTEST_SELFTEST=panic: init exits"; exit 1' >>"$stage/etc/vmtest/env" ;;
+esac
+
+# Test binaries: static, copied into the image and called by absolute path
+# (they re-execute os.Args[0] for children), run from a copy of the
+# package's testdata.
+module=$(cd "$root" && go list -m)
+included=() left_out=()
+: >"$stage/etc/vmtest/tests.sh"
+while IFS='|' read -r dir filter tmo; do
+  [ -n "$dir" ] || continue
+  pkg=${dir#./}
+  if [ ! -d "$root/$pkg" ]; then left_out+=("$pkg (no such package yet)"); continue; fi
+  ntests=$(cd "$root" && go list -f '{{len .TestGoFiles}} {{len .XTestGoFiles}}' "$dir" 2>/dev/null | awk '{print $1+$2}') || ntests=0
+  if [ "${ntests:-0}" -eq 0 ]; then left_out+=("$pkg (no tests)"); continue; fi
+  name=${pkg//\//-}
+  say "building $pkg tests (CGO_ENABLED=0 go test -c)"
+  (cd "$root" && CGO_ENABLED=0 go test -c -o "$stage/tests/$name.test" "$dir") || die "building the tests of $pkg failed"
+  mkdir -p "$stage/pkgs/$name"
+  [ -d "$root/$pkg/testdata" ] && cp -r "$root/$pkg/testdata" "$stage/pkgs/$name/"
+  args="-test.v -test.count=1 -test.timeout=$tmo"
+  [ -n "$filter" ] && args="$args '-test.run=$filter'"
+  echo "run_pkg $module/$pkg /pkgs/$name /tests/$name.test $args" >>"$stage/etc/vmtest/tests.sh"
+  included+=("$pkg")
+done <<<"$PACKAGES"
+[ ${#included[@]} -gt 0 ] || die "no package with tests to run in the VM"
+say "packages in the VM: ${included[*]}"
+[ ${#left_out[@]} -eq 0 ] || say "left out: ${left_out[*]}"
+[ -z "$selftest" ] || say "VMTEST_SELFTEST=$selftest: this run must FAIL"
+
+initrd=$work/initramfs.cpio
+(cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet -R 0:0) >"$initrd"
+say "kernel $(basename "$vmlinuz"), modules: ${order[*]}, initramfs $(( $(stat -c %s "$initrd") >> 20 )) MiB; prepared in $(( $(date +%s) - t0 ))s"
+
+# --- the VM ----------------------------------------------------------------
+log=$cache/console.log
+: >"$log"
+qpid='' tpid=''
+stop_vm() {
+  if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
+    kill -TERM "$qpid" 2>/dev/null || true # timeout(1) passes it on to qemu
+    for _ in 1 2 3 4 5; do kill -0 "$qpid" 2>/dev/null || break; sleep 1; done
+    # timeout(1) leads its own process group: qemu is in it.
+    if kill -0 "$qpid" 2>/dev/null; then kill -KILL -- "-$qpid" 2>/dev/null || true; fi
+  fi
+  if [ -n "$tpid" ]; then kill "$tpid" 2>/dev/null || true; fi
+}
+trap stop_vm EXIT
+trap 'exit 130' INT TERM
+
+# timeout(1) is a backstop should this script itself be killed; the loop
+# below enforces the limit and says so.
+timeout -k 10 $((timeout_s + 30)) qemu-system-x86_64 \
+  -accel tcg,thread=multi -cpu max -m "$mem" -smp "$smp" \
+  -nodefaults -display none -no-reboot -monitor none \
+  -serial "file:$log" \
+  -kernel "$vmlinuz" -initrd "$initrd" -append "$APPEND" </dev/null &
+qpid=$!
+# The guest turns off the console's CR/LF mapping; kernel lines keep a \r.
+tail -n +1 -F --pid="$qpid" "$log" 2>/dev/null &
+tpid=$!
+say "qemu started (pid $qpid, TCG, ${mem} MiB, $smp CPUs), limit ${timeout_s}s"
+
+vm_start=$(date +%s) timed_out=0
+while kill -0 "$qpid" 2>/dev/null; do
+  if (( $(date +%s) - vm_start >= timeout_s )); then timed_out=1; break; fi
+  sleep 1
+done
+vm_secs=$(( $(date +%s) - vm_start ))
+if [ $timed_out = 1 ]; then
+  stop_vm
+else
+  wait "$qpid" || true
+fi
+qpid=''
+for _ in 1 2 3 4 5; do kill -0 "$tpid" 2>/dev/null || break; sleep 1; done # tail prints the rest
+kill "$tpid" 2>/dev/null || true
+tpid=''
+echo
+
+result=$(tr -d '\r' <"$log" | grep -ao 'HOPSCOPE-VMTEST-RESULT: [A-Z]* rc=[0-9]*' | tail -n 1 || true)
+passed=$(tr -d '\r' <"$log" | grep -acE '^ *--- PASS' || true)
+failed=$(tr -d '\r' <"$log" | grep -acE '^ *--- FAIL' || true)
+skipped=$(tr -d '\r' <"$log" | grep -acE '^ *--- SKIP' || true)
+say "VM ran ${vm_secs}s, total $(( $(date +%s) - t0 ))s; console log: $log"
+if [ $timed_out = 1 ]; then
+  die "VM did not finish within ${timeout_s}s (killed; raise VMTEST_TIMEOUT or see $log)"
+fi
+if grep -aq 'Kernel panic - not syncing' "$log"; then
+  die "kernel panic in the VM: $(tr -d '\r' <"$log" | grep -a 'Kernel panic - not syncing' | head -n 1 | sed 's/^.*Kernel panic/Kernel panic/')"
+fi
+case "$result" in
+  *": PASS rc=0")
+    echo "vmtest: $passed passed, $failed failed, $skipped skipped"
+    say "PASS on $(basename "$vmlinuz"): ${included[*]}"
+    ;;
+  *": FAIL "*)
+    echo "vmtest: $passed passed, $failed failed, $skipped skipped"
+    die "FAIL: ${result#*FAIL } package(s) failed inside the VM (see the vmtest-init: FAIL lines above)"
+    ;;
+  *) die "the VM stopped without a result line (qemu exited; see $log)" ;;
+esac
