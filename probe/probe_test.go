@@ -162,7 +162,7 @@ func TestMeshed(t *testing.T) {
 	for _, m := range modes(t) {
 		t.Run(string(m), func(t *testing.T) {
 			c, s := newPair(t, "mc", "ms")
-			serveHTTP(t, s.ns, "127.0.0.1:18080", 0)                                  // app
+			serveHTTP(t, s.ns, "127.0.0.1:18080", 0)                                      // app
 			tcpProxy(t, listenIn(t, s.ns, "198.18.250.2:15006"), s.ns, "127.0.0.1:18080") // server sidecar
 			tcpProxy(t, listenIn(t, c.ns, "127.0.0.1:15001"), c.ns, "198.18.250.2:15006") // client sidecar
 			p := startProbe(t, Config{Mode: m, KeepTimelines: true})
