@@ -155,7 +155,11 @@ func Analyze(cfg Config, runs []*Run) ([]Cell, []RunBrief, []string) {
 	}
 	briefs := make([]RunBrief, 0, len(runs))
 	for _, r := range runs {
-		briefs = append(briefs, RunBrief{ID: r.ID, Valid: r.Valid, InvalidReasons: r.InvalidReasons, Dropped: dropped[r.ID]})
+		probe := r.Probe.State
+		if r.Probe.Reason != "" {
+			probe += ": " + r.Probe.Reason
+		}
+		briefs = append(briefs, RunBrief{ID: r.ID, Valid: r.Valid, InvalidReasons: r.InvalidReasons, Dropped: dropped[r.ID], Probe: probe})
 	}
 	return cells, briefs, notes
 }

@@ -149,6 +149,8 @@ type RunBrief struct {
 	Valid          bool     `json:"valid"`
 	InvalidReasons []string `json:"invalid_reasons,omitempty"`
 	Dropped        bool     `json:"dropped_outlier,omitempty"`
+	// Probe is the run's probe state, with the reason when not "ok".
+	Probe string `json:"probe"`
 }
 
 // Stat is a mean and one sample standard deviation, over N runs.
@@ -249,4 +251,10 @@ func (e *Experiment) Cell(scenario string, rate int) *Cell {
 		}
 	}
 	return nil
+}
+
+// HopNames are the hops of DESIGN.md's hop model, in a request's order.
+var HopNames = []string{
+	"client-proxy/out", "network/req", "server-proxy/in", "app",
+	"server-proxy/out", "network/resp", "client-proxy/in",
 }
