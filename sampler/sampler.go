@@ -262,11 +262,14 @@ type Sample struct {
 	CPUUsec         int64 // since the run's start; -1 absent
 	MemoryBytes     int64 // current usage; -1 absent
 	WorkingSetBytes int64 // -1 when not read at this point (see StatInterval)
-	PeakBytes       int64 // the kernel's peak so far; -1 absent
+	PeakBytes       int64 // the kernel's peak so far; -1 absent or not read at this point
 }
 
 func (t *tracker) point() Sample {
-	p := Sample{TNs: t.last.t, CPUUsec: none, MemoryBytes: t.last.mem, WorkingSetBytes: t.last.ws, PeakBytes: t.last.peak}
+	p := Sample{TNs: t.last.t, CPUUsec: none, MemoryBytes: t.last.mem, WorkingSetBytes: t.last.ws, PeakBytes: none}
+	if t.last.d >= stat {
+		p.PeakBytes = t.last.peak
+	}
 	if t.last.cpu != none && t.first.cpu != none {
 		p.CPUUsec = t.last.cpu - t.first.cpu
 	}

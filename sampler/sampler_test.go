@@ -221,24 +221,34 @@ func TestBadInput(t *testing.T) {
 	})
 }
 
-// TestMissingMemoryFiles: a cgroup whose memory files are missing (on a
-// hybrid host: the v2 directory alone) reads CPU and marks memory absent,
-// null in the JSON, never 0.
+// TestMissingMemoryFiles: a cgroup whose memory files are missing reads
+// CPU and marks memory absent, null in the JSON, never 0. On a hybrid host:
+// a v2 directory alone; on a unified one: a child of a cgroup that has not
+// enabled the memory controller for its children.
 func TestMissingMemoryFiles(t *testing.T) {
 	needRoot(t)
 	h, err := loadHierarchies()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.mode != Hybrid {
-		t.Skipf("needs a hybrid host (v2 without memory): this one is %s", h.mode)
+	var dir string
+	switch h.mode {
+	case Hybrid:
+		dir = filepath.Join(h.v2, "hopscope-test-sampler-v2only")
+	case Unified:
+		dir = filepath.Join(h.v2, "hopscope-test-sampler-v2only", "c")
+	default:
+		t.Skipf("needs cgroup v2: this host is %s", h.mode)
 	}
-	dir := filepath.Join(h.v2, "hopscope-test-sampler-v2only")
 	os.Remove(dir)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	os.Remove(filepath.Join(h.v2, "hopscope-test-sampler-v2only"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Remove(dir) })
+	t.Cleanup(func() { os.Remove(dir); os.Remove(filepath.Join(h.v2, "hopscope-test-sampler-v2only")) })
+	if exists(filepath.Join(dir, "memory.current")) {
+		t.Fatalf("%s has memory.current: the test needs a cgroup without it", dir)
+	}
 	s := New(Config{})
 	if err := s.Add(Source{Name: "v2only", Cgroup: dir}); err != nil {
 		t.Fatal(err)
@@ -251,7 +261,7 @@ func TestMissingMemoryFiles(t *testing.T) {
 		if !bytes.Contains(b, []byte(`"`+k+`":null`)) {
 			t.Errorf("%s not null: %s", k, b)
 		}
-		if !strings.Contains(r.Absent[k], "/hopscope-test-sampler-v2only") {
+		if !strings.Contains(r.Absent[k], dir) {
 			t.Errorf("absent[%s] = %q: want the path named", k, r.Absent[k])
 		}
 	}

@@ -20,6 +20,7 @@ const none = -1
 // none where absent.
 type reading struct {
 	t                          int64 // clock.Now ns
+	d                          depth // which files this reading took
 	cpu, user, sys             int64 // usec, cumulative as the kernel keeps them
 	throttled, nrThrottled     int64
 	mem, ws, peak              int64 // bytes
@@ -348,7 +349,7 @@ const (
 func (t *tracker) read(now int64, d depth) (reading, error) {
 	full := d >= stat
 	r := t.last
-	r.t = now
+	r.t, r.d = now, d
 	if !full {
 		r.ws = none
 	}
