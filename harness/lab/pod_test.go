@@ -14,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {

@@ -49,6 +49,7 @@ type Proc struct {
 	Log        string   // log file, if any
 
 	cmd  *exec.Cmd
+	argv []string
 	done chan struct{}
 	err  error // Wait's result, after done
 }
@@ -96,7 +97,7 @@ func (p *Pod) Start(ctx context.Context, procName string, argv []string, opts Pr
 		removeCgroup(rel)
 		return nil, fmt.Errorf("pod %s: start %s: %w", p.Name, procName, err)
 	}
-	pr.cmd, pr.PID = cmd, cmd.Process.Pid
+	pr.cmd, pr.PID, pr.argv = cmd, cmd.Process.Pid, argv
 	go func() { pr.err = cmd.Wait(); close(pr.done) }()
 	p.mu.Lock()
 	p.procs = append(p.procs, pr)
@@ -264,21 +265,72 @@ func pidsInNetns(path string) []int {
 	return out
 }
 
-// Run runs argv to completion inside the pod (in the caller's cgroup) and
-// returns its combined output.
+// RunOptions says how Pod.RunIn runs a command.
+type RunOptions struct {
+	// Cgroup, if set, is a cgroup (relative) the command runs in; it is
+	// removed afterwards. Empty: the caller's cgroups.
+	Cgroup string
+	// Log, if set, receives the command's standard error (appended).
+	Log string
+}
+
+// Run runs argv to completion inside the pod, in the caller's cgroups;
+// stdout may be nil.
 func (p *Pod) Run(ctx context.Context, argv []string, stdout io.Writer) error {
+	return p.RunIn(ctx, argv, stdout, RunOptions{})
+}
+
+// RunIn runs argv to completion inside the pod. The command is killed when
+// ctx is done. A failure quotes the end of its standard error.
+func (p *Pod) RunIn(ctx context.Context, argv []string, stdout io.Writer, opts RunOptions) error {
 	if len(argv) == 0 {
 		return errors.New("run: empty command")
 	}
-	cmd, err := spawn.Command(ctx, spawn.Options{Netns: p.NetnsPath}, argv[0], argv[1:]...)
-	if err != nil {
-		return err
+	so := spawn.Options{Netns: p.NetnsPath}
+	if opts.Cgroup != "" {
+		dirs, err := makeCgroup(opts.Cgroup)
+		if err != nil {
+			return err
+		}
+		so.Cgroups = dirs
+		defer func() {
+			for _, pid := range cgroupPIDs(opts.Cgroup) {
+				killPID(pid, time.Second)
+			}
+			removeCgroup(opts.Cgroup)
+			removeEmptyParents(opts.Cgroup)
+		}()
 	}
-	var stderr bytes.Buffer
+	cmd, err := spawn.Command(ctx, so, argv[0], argv[1:]...)
+	if err != nil {
+		return fmt.Errorf("run in pod %s: %w (is it installed and on PATH?)", p.Name, err)
+	}
+	var stderr tailBuffer
 	cmd.Stdout = stdout
 	cmd.Stderr = &stderr
+	if opts.Log != "" {
+		f, err := os.OpenFile(opts.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("run in pod %s: log: %w", p.Name, err)
+		}
+		defer f.Close()
+		cmd.Stderr = io.MultiWriter(&stderr, f)
+	}
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s in pod %s: %w: %s", argv[0], p.Name, err, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("%s in pod %s: %w: %s", filepath.Base(argv[0]), p.Name, err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }
+
+// tailBuffer keeps the last 4 KiB written to it.
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 4096 {
+		t.b = append(t.b[:0], t.b[len(t.b)-4096:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.b) }
