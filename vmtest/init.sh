@@ -29,6 +29,8 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 hostname hopscope-vm
 
+up() { cut -d' ' -f1 /proc/uptime; }
+t_mod=$(up)
 for m in $(cat /etc/vmtest/modules); do # dependencies first
   must insmod "/lib/modules/$(uname -r)/$m.ko"
 done
@@ -38,7 +40,7 @@ depmod 2>/dev/null || echo "vmtest-init: depmod failed: the kernel cannot autolo
 must busybox ip link set lo up
 
 . /etc/vmtest/env
-echo "vmtest-init: kernel $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control), modules: $(cat /etc/vmtest/modules | tr '\n' ' ')"
+echo "vmtest-init: up $(up)s (modules took from ${t_mod}s); kernel $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control), modules: $(cat /etc/vmtest/modules | tr '\n' ' ')"
 echo "vmtest-init: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); $(dmesg | grep -iE 'tsc|clocksource' | tail -n 3 | sed 's/^\[[^]]*\] //' | tr '\n' ';')"
 
 failed=0

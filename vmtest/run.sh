@@ -128,6 +128,23 @@ vmlinuz=$(find "$kdir" -path '*/boot/vmlinuz-*' | head -n 1)
 modroot=$(dirname "$(find "$kdir" -name modules.builtin | head -n 1)")
 [ -f "$vmlinuz" ] && [ -f "$modroot/modules.builtin" ] || die "kernel cache $kdir is incomplete: remove it (rm -rf $kdir) and run again"
 
+# Boot the uncompressed ELF through its PVH entry when it can be had: under
+# emulation the firmware plus the bzImage's own xz decompressor take ~20 s,
+# the direct ELF boot ~3 s. Falls back to the bzImage.
+boot_kernel=$vmlinuz
+if [ ! -s "$kdir/vmlinux" ]; then
+  off=$(grep -abo $'\xfd7zXZ\x00' "$vmlinuz" | head -n 1 | cut -d: -f1 || true)
+  # xz stops after the stream and tail dies of SIGPIPE: judge by the result.
+  [ -n "$off" ] && { tail -c +$((off + 1)) "$vmlinuz" | xz -dc --single-stream >"$kdir/vmlinux.tmp" 2>/dev/null || true; }
+  if [ -s "$kdir/vmlinux.tmp" ] && [ "$(head -c 4 "$kdir/vmlinux.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; then
+    mv "$kdir/vmlinux.tmp" "$kdir/vmlinux"
+  else
+    rm -f "$kdir/vmlinux.tmp"
+    say "could not unpack an ELF vmlinux from $(basename "$vmlinuz") (not xz?): booting the bzImage, slower"
+  fi
+fi
+[ -s "$kdir/vmlinux" ] && boot_kernel=$kdir/vmlinux
+
 # --- modules ---------------------------------------------------------------
 order=()
 resolve_module() { # appends $1 and what it depends on to order, deps first
@@ -244,10 +261,10 @@ trap 'exit 130' INT TERM
 # timeout(1) is a backstop should this script itself be killed; the loop
 # below enforces the limit and says so.
 timeout -k 10 $((timeout_s + 30)) qemu-system-x86_64 \
-  -accel tcg,thread=multi -cpu max -m "$mem" -smp "$smp" \
+  -accel tcg,thread=multi -cpu "${VMTEST_CPU:-max}" -m "$mem" -smp "$smp" \
   -nodefaults -display none -no-reboot -monitor none \
   -serial "file:$log" \
-  -kernel "$vmlinuz" -initrd "$initrd" -append "$APPEND" </dev/null &
+  -kernel "$boot_kernel" -initrd "$initrd" -append "$APPEND" </dev/null &
 qpid=$!
 # The guest turns off the console's CR/LF mapping; kernel lines keep a \r.
 tail -n +1 -F --pid="$qpid" "$log" 2>/dev/null &
