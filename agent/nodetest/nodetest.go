@@ -46,11 +46,11 @@ func (s Style) String() string {
 
 // Node is one test's fake node.
 type Node struct {
-	t      testing.TB
-	Name   string // short, used in netns and link names
-	Parent string // the test's parent cgroup, relative ("/hopscope-test-kube-NAME")
+	t        testing.TB
+	Name     string // short, used in netns and link names
+	Parent   string // the test's parent cgroup, relative ("/hopscope-test-kube-NAME")
 	NodeName string
-	pods   int
+	pods     int
 }
 
 // NeedRoot skips the test when not root.
