@@ -138,6 +138,9 @@ func Analyze(cfg Config, runs []*Run) ([]Cell, []RunBrief, []string) {
 					kept = append(kept, r)
 				}
 			}
+			if len(c.Runs) == 0 {
+				continue // skipped before it ran: Experiment.Skipped says why
+			}
 			c.fill(kept, cfg.Seed^cellSeed(s.Name, rate))
 			cells = append(cells, c)
 			if s.IsBaseline() {

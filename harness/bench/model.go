@@ -64,6 +64,11 @@ type Run struct {
 	Backend  string    `json:"backend"`
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
+	// SetupNs: building the scenario and attaching observers; TeardownNs:
+	// reading observers and tearing down. The experiment's overhead
+	// beyond the load itself.
+	SetupNs    int64 `json:"setup_ns"`
+	TeardownNs int64 `json:"teardown_ns"`
 
 	// Client is the load generator's result (harness/load), with its
 	// latency histogram for pooling; absent when the load did not run.

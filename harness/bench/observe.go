@@ -19,15 +19,24 @@ import (
 )
 
 // Sources names the sampler sources of targets: "<pod>/proxy" for a
-// sidecar's cgroup, "<pod>/app" for the app's.
+// sidecar's cgroup, "<pod>/app" for the app's, where <pod> is the target's
+// role (client, server) when no other target has it, else its name.
 func Sources(targets []target.Target) []sampler.Source {
+	roles := map[target.Role]int{}
+	for _, t := range targets {
+		roles[t.Role]++
+	}
 	var out []sampler.Source
 	for _, t := range targets {
+		pod := t.String()
+		if t.Role != "" && roles[t.Role] == 1 {
+			pod = string(t.Role)
+		}
 		if t.ProxyCgroup != "" || (t.HasProxy() && t.ProxyPID != 0) {
-			out = append(out, sampler.Source{Name: t.Name + "/proxy", Cgroup: t.ProxyCgroup, PID: t.ProxyPID})
+			out = append(out, sampler.Source{Name: pod + "/proxy", Cgroup: t.ProxyCgroup, PID: t.ProxyPID})
 		}
 		if t.AppCgroup != "" {
-			out = append(out, sampler.Source{Name: t.Name + "/app", Cgroup: t.AppCgroup})
+			out = append(out, sampler.Source{Name: pod + "/app", Cgroup: t.AppCgroup})
 		}
 	}
 	return out

@@ -219,8 +219,10 @@ func (r *Runner) runOne(ctx context.Context, cfg Config, spec RunSpec, out strin
 		run.ClientError = err.Error()
 		return run, err
 	}
+	setup := time.Now()
 	dep, err := r.Backend.Up(ctx, spec.Scenario)
 	if err != nil {
+		run.SetupNs = int64(time.Since(setup))
 		run.InvalidReasons = append(run.InvalidReasons, "setup: "+err.Error())
 		run.ClientError = "not run: the scenario could not be set up"
 		if cfg.Probe != ProbeOff {
@@ -229,16 +231,11 @@ func (r *Runner) runOne(ctx context.Context, cfg Config, spec RunSpec, out strin
 		finish()
 		return run, err
 	}
-	bg := context.WithoutCancel(ctx)
-	defer func() {
-		if err := dep.Down(bg); err != nil {
-			r.logf("%s: tear down: %v", run.ID, err)
-		}
-	}()
 	targets := dep.Targets()
 	for _, o := range r.Observers {
 		o.Begin(ctx, run, targets)
 	}
+	run.SetupNs = int64(time.Since(setup))
 	ls := LoadSpec{
 		RateRPS: spec.RateRPS, Duration: time.Duration(cfg.Duration), Warmup: time.Duration(cfg.Warmup),
 		JSON: filepath.Join(dir, "load.json"), Hlog: filepath.Join(dir, ClientHlog), Records: filepath.Join(dir, "records.csv"),
@@ -248,9 +245,14 @@ func (r *Runner) runOne(ctx context.Context, cfg Config, spec RunSpec, out strin
 		run.ClientError = err.Error()
 	}
 	run.Client = res
+	teardown := time.Now()
 	for _, o := range r.Observers {
 		o.End(run, dir)
 	}
+	if err := dep.Down(context.WithoutCancel(ctx)); err != nil {
+		run.InvalidReasons = append(run.InvalidReasons, "tear down: "+err.Error())
+	}
+	run.TeardownNs = int64(time.Since(teardown))
 	// The load's JSON is in run.json's "client"; the records were for the
 	// probe's join. Neither is part of the results.
 	os.Remove(ls.JSON)
