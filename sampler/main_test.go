@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,15 +26,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// child: "burn:MS" burns MS milliseconds of its own CPU and exits; "serve"
-// reads commands from stdin ("grow MIB" maps MIB MiB, touches every page,
-// holds them 50 ms, unmaps them, answers "done") until EOF.
+// child: "serve" reads commands from stdin until EOF: "grow MIB" maps MIB
+// MiB, touches every page, holds them 50 ms, unmaps them and answers "done";
+// "burn MS" burns MS milliseconds of CPU and answers "done USEC", the CPU
+// time its own rusage counted for that (RUSAGE_SELF, all threads).
 func child(mode string) int {
-	if ms, ok := strings.CutPrefix(mode, "burn:"); ok {
-		n, _ := strconv.Atoi(ms)
-		burn(time.Duration(n) * time.Millisecond)
-		return 0
-	}
 	if mode != "serve" {
 		fmt.Fprintln(os.Stderr, "unknown child mode", mode)
 		return 2
@@ -43,16 +38,24 @@ func child(mode string) int {
 	fmt.Println("ready")
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
-		var mib int
-		if _, err := fmt.Sscanf(sc.Text(), "grow %d", &mib); err != nil {
+		var n int
+		switch {
+		case strings.HasPrefix(sc.Text(), "grow "):
+			fmt.Sscanf(sc.Text(), "grow %d", &n)
+			if err := grow(n<<20, 50*time.Millisecond); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			fmt.Println("done")
+		case strings.HasPrefix(sc.Text(), "burn "):
+			fmt.Sscanf(sc.Text(), "burn %d", &n)
+			c0 := ownCPU()
+			burn(c0 + time.Duration(n)*time.Millisecond)
+			fmt.Println("done", (ownCPU() - c0).Microseconds())
+		default:
 			fmt.Fprintln(os.Stderr, "bad command", sc.Text())
 			return 2
 		}
-		if err := grow(mib<<20, 50*time.Millisecond); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		fmt.Println("done")
 	}
 	return 0
 }
@@ -63,9 +66,10 @@ func ownCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func burn(d time.Duration) {
+// burn spins until the process has used until of CPU.
+func burn(until time.Duration) {
 	x := uint64(1)
-	for ownCPU() < d {
+	for ownCPU() < until {
 		for i := 0; i < 1_000_000; i++ {
 			x = x*6364136223846793005 + 1442695040888963407
 		}
@@ -154,6 +158,21 @@ func startChild(t *testing.T, dirs []string, mode string) (*exec.Cmd, io.WriteCl
 		}
 	})
 	return cmd, in, bufio.NewScanner(out)
+}
+
+// burnIn has the serving child burn ms of CPU; it returns the CPU time the
+// child's own rusage counted for it.
+func burnIn(t *testing.T, in io.Writer, out *bufio.Scanner, ms int) int64 {
+	t.Helper()
+	fmt.Fprintln(in, "burn", ms)
+	if !out.Scan() {
+		t.Fatalf("child ended while burning: %v", out.Err())
+	}
+	var usec int64
+	if _, err := fmt.Sscanf(out.Text(), "done %d", &usec); err != nil {
+		t.Fatalf("child said %q: %v", out.Text(), err)
+	}
+	return usec
 }
 
 // expect reads the child's next line and fails unless it is want.

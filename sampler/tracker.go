@@ -52,7 +52,6 @@ type tracker struct {
 
 	peakSource, peakScope string
 	peakBefore            int64
-	exactPeak             bool
 
 	started     bool
 	first, last reading
