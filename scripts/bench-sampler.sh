@@ -30,6 +30,9 @@ cleanup() {
   wait 2>/dev/null || true
   for r in "${roots[@]}"; do
     [ -d "$r/$top" ] || continue
+    # Sleepers a killed earlier run left in our cgroups: ours, end them by PID.
+    for p in $(cat "$r/$top"/*/cgroup.procs 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+    sleep 0.2
     find "$r/$top" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
     rmdir "$r/$top" 2>/dev/null || true
   done
@@ -46,7 +49,7 @@ args=()
 for i in $(seq -w 1 "$N"); do
   for r in "${roots[@]}"; do mkdir -p "$r/$top/c$i"; done
   # One sleeping process per cgroup, so each is populated.
-  ( for r in "${roots[@]}"; do echo $BASHPID > "$r/$top/c$i/cgroup.procs"; done; exec sleep 3600 ) &
+  ( for r in "${roots[@]}"; do echo $BASHPID > "$r/$top/c$i/cgroup.procs"; done; exec sleep $((LONG + SHORT + 120)) ) &
   pids+=($!)
   args+=(--cgroup "/$top/c$i")
 done
