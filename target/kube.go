@@ -130,16 +130,19 @@ const (
 // Resolver turns a pod into a Target, from the pod's spec and status, the
 // node's /proc and netlink.
 type Resolver struct {
-	ProcRoot string             // "/proc" on a node
-	Sidecars map[string]Sidecar // by container name
-	AllPods  bool
+	ProcRoot string // "/proc" on a node
+	// CgroupRoots are the hierarchies' mount points (DefaultCgroupRoots),
+	// to resolve paths seen through a private cgroup namespace.
+	CgroupRoots []string
+	Sidecars    map[string]Sidecar // by container name
+	AllPods     bool
 	// Links finds the pod device and host peer in a netns (PodLinks).
 	Links func(netnsPath string) (device, peer string, err error)
 }
 
 // NewResolver returns a resolver for the options' sidecars and /proc.
 func NewResolver(o KubeOptions) *Resolver {
-	r := &Resolver{ProcRoot: o.ProcRoot, Sidecars: map[string]Sidecar{}, AllPods: o.AllPods, Links: PodLinks}
+	r := &Resolver{ProcRoot: o.ProcRoot, CgroupRoots: DefaultCgroupRoots, Sidecars: map[string]Sidecar{}, AllPods: o.AllPods, Links: PodLinks}
 	if r.ProcRoot == "" {
 		r.ProcRoot = "/proc"
 	}
@@ -238,14 +241,14 @@ func (r *Resolver) Resolve(pod *corev1.Pod) (t Target, watch bool) {
 	t.NetnsPath = NetnsPath(r.ProcRoot, p.PID)
 	if sidecar != nil {
 		t.ProxyPID = p.PID
-		t.ProxyCgroup = p.Cgroup(id)
+		t.ProxyCgroup = r.cgroup(p, id)
 	}
 	if app != nil && app != lead {
 		if aprocs, aid, err := r.containerProcesses(pod, app.Name); err == nil {
-			t.AppCgroup = aprocs[0].Cgroup(aid)
+			t.AppCgroup = r.cgroup(aprocs[0], aid)
 		}
 	} else if app != nil {
-		t.AppCgroup = p.Cgroup(id)
+		t.AppCgroup = r.cgroup(p, id)
 	}
 	if r.Links != nil {
 		dev, peer, err := r.Links(t.NetnsPath)
@@ -256,6 +259,10 @@ func (r *Resolver) Resolve(pod *corev1.Pod) (t Target, watch bool) {
 		t.Device, t.HostPeer = dev, peer
 	}
 	return t, true
+}
+
+func (r *Resolver) cgroup(p Process, id ContainerID) string {
+	return HostCgroupPath(r.ProcRoot, r.CgroupRoots, p.Cgroup(id))
 }
 
 func sidecarName(c *corev1.Container) string {

@@ -186,3 +186,69 @@ func (p Process) names(id ContainerID) bool {
 func NetnsPath(procRoot string, pid int) string {
 	return filepath.Join(procRoot, strconv.Itoa(pid), "ns", "net")
 }
+
+// DefaultCgroupRoots are where hierarchies are mounted: pure v2, the v2
+// part of a hybrid host, and v1 memory.
+var DefaultCgroupRoots = []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/memory"}
+
+// HostCgroupPath turns a cgroup path read from another process's
+// /proc/PID/cgroup into one relative to the hierarchy's real root. The
+// kernel writes that path relative to the reader's cgroup namespace; an
+// agent in a pod with a private cgroup namespace (the default with cgroup v2)
+// sees other pods' cgroups as "/../../kubepods-burstable.slice/...". Its
+// own namespace root is as deep as the ".." count in /proc/1/cgroup (the
+// node's init, at the real root), so the path is found by globbing that
+// many levels, minus the path's own "..", above its tail. A path without
+// ".." is returned as is, and so is one that matches nothing or more than
+// one directory.
+func HostCgroupPath(procRoot string, roots []string, path string) string {
+	if !strings.HasPrefix(path, "/..") {
+		return path
+	}
+	elems := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	up := 0
+	for up < len(elems) && elems[up] == ".." {
+		up++
+	}
+	tail := elems[up:]
+	data, err := os.ReadFile(filepath.Join(procRoot, "1", "cgroup"))
+	if err != nil {
+		return path
+	}
+	unified, v1, err := ParseCgroupFile(string(data))
+	if err != nil {
+		return path
+	}
+	initPath := unified
+	if m, ok := v1["memory"]; ok && unified == "" {
+		initPath = m
+	}
+	depth := strings.Count(initPath+"/", "../")
+	if depth < up {
+		return path
+	}
+	found := ""
+	for _, root := range roots {
+		pattern := filepath.Join(append(append([]string{root}, repeat("*", depth-up)...), tail...)...)
+		matches, _ := filepath.Glob(pattern)
+		for _, m := range matches {
+			rel := "/" + strings.TrimPrefix(strings.TrimPrefix(m, root), "/")
+			if found != "" && found != rel {
+				return path // ambiguous
+			}
+			found = rel
+		}
+	}
+	if found == "" {
+		return path
+	}
+	return found
+}
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}

@@ -110,3 +110,30 @@ func TestParseCgroupFileRejectsGarbage(t *testing.T) {
 		t.Errorf("got %q %v %v", u, v1, err)
 	}
 }
+
+// TestHostCgroupPath: an agent in a private cgroup namespace reads other
+// pods' cgroups as "/../.."-relative paths; they are found under the real root.
+func TestHostCgroupPath(t *testing.T) {
+	proc, fs := t.TempDir(), t.TempDir()
+	os.MkdirAll(filepath.Join(proc, "1"), 0o755)
+	// the agent's own cgroup is 4 levels deep: init appears 4 levels up
+	os.WriteFile(filepath.Join(proc, "1", "cgroup"), []byte("0::/../../../..\n"), 0o644)
+	mine := "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podaaa.slice/cri-containerd-" + idA + ".scope"
+	theirs := "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podbbb.slice/cri-containerd-" + idB + ".scope"
+	for _, d := range []string{mine, theirs, "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podccc.slice"} {
+		os.MkdirAll(filepath.Join(fs, d), 0o755)
+	}
+	roots := []string{fs}
+	seen := "/../../../kubepods-burstable.slice/kubepods-burstable-podbbb.slice/cri-containerd-" + idB + ".scope"
+	if got := HostCgroupPath(proc, roots, seen); got != "/"+theirs {
+		t.Errorf("HostCgroupPath(%q) = %q, want /%s", seen, got, theirs)
+	}
+	for _, p := range []string{
+		"/kubepods/burstable/podx/" + idA,            // host namespace: unchanged
+		"/../../../kubepods-burstable.slice/missing", // nothing there: unchanged
+	} {
+		if got := HostCgroupPath(proc, roots, p); got != p {
+			t.Errorf("HostCgroupPath(%q) = %q, want it unchanged", p, got)
+		}
+	}
+}
