@@ -80,6 +80,7 @@ func labUpCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&spec.Name, "name", lab.DefaultName, "lab name (names its namespaces, cgroups and state)")
 	f.StringVar(&spec.Topology, "topology", "", "baseline or mesh (default: mesh with --proxy, else baseline)")
+	f.StringVar(&spec.Protocol, "protocol", "http", "http (HTTP/1.1) or grpc (the app's gRPC echo over h2c)")
 	f.StringVar(&proxy, "proxy", "", "sidecar proxy: reference, haproxy, nginx, caddy, or NAME='COMMAND with {{.Listen}} {{.Upstream}} {{.ConfigDir}}'")
 	f.DurationVar(&delay, "delay", 0, "server-side reference proxy adds this to every request (ground truth)")
 	f.BoolVar(&stamps, "stamps", false, "reference proxies write per-request stamps to <state dir>/<side>-proxy/stamps.csv")
@@ -96,7 +97,7 @@ func labUpCmd() *cobra.Command {
 // isSpecError tells a mistake in the command line from a failure to run.
 func isSpecError(err error) bool {
 	s := err.Error()
-	for _, w := range []string{"lab name", "topology", "proxy name", "not a built-in", "no proxy given", "template", "want three different ports", "subnet", "cgroup root", "interception needs", "reference proxy only", "for the baseline topology"} {
+	for _, w := range []string{"lab name", "topology", "protocol", "proxy name", "not a built-in", "no proxy given", "template", "want three different ports", "subnet", "cgroup root", "interception needs", "reference proxy only", "for the baseline topology"} {
 		if strings.Contains(s, w) {
 			return true
 		}

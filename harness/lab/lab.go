@@ -43,6 +43,9 @@ type Ports struct {
 type Spec struct {
 	Name     string    `json:"name"`     // default DefaultName; objects are named after it
 	Topology string    `json:"topology"` // Baseline or Mesh
+	// Protocol is "http" (HTTP/1.1, the default) or "grpc" (the app's gRPC
+	// echo service over h2c; every built-in proxy forwards HTTP/2).
+	Protocol string `json:"protocol"`
 	Proxy    ProxySpec `json:"proxy"`    // Mesh only
 	// Hopscope is the hopscope binary that runs the app and the reference
 	// proxy in the pods; default os.Executable().
@@ -85,6 +88,13 @@ func (s Spec) withDefaults() (Spec, error) {
 	case Baseline, Mesh:
 	default:
 		return s, fmt.Errorf("topology %q: want baseline or mesh", s.Topology)
+	}
+	switch s.Protocol {
+	case "":
+		s.Protocol = "http"
+	case "http", "grpc":
+	default:
+		return s, fmt.Errorf("protocol %q: want http or grpc", s.Protocol)
 	}
 	if s.Topology == Baseline && s.Proxy.Name != "" {
 		return s, fmt.Errorf("proxy %s given for the baseline topology: use --topology mesh, or drop --proxy", s.Proxy.Name)
@@ -237,7 +247,11 @@ func Up(ctx context.Context, spec Spec) (l *Lab, err error) {
 	if spec.Topology == Mesh {
 		appListen = fmt.Sprintf("127.0.0.1:%d", spec.Ports.App)
 	}
-	argv := append([]string{spec.Hopscope, "app", "-q", "--listen", appListen}, spec.AppArgs...)
+	listenFlag := "--listen"
+	if spec.Protocol == "grpc" {
+		listenFlag = "--grpc-listen"
+	}
+	argv := append([]string{spec.Hopscope, "app", "-q", listenFlag, appListen}, spec.AppArgs...)
 	if err := l.start(ctx, l.server, "app", argv, appListen, nil); err != nil {
 		return l, err
 	}
@@ -292,7 +306,7 @@ func (l *Lab) startSidecar(ctx context.Context, pod *Pod, role, listen, upstream
 	if err := os.MkdirAll(cdir, 0o755); err != nil {
 		return err
 	}
-	d := sidecarData{Listen: listen, Upstream: upstream, ConfigDir: cdir, Role: role, Hopscope: l.Spec.Hopscope}
+	d := sidecarData{Listen: listen, Upstream: upstream, ConfigDir: cdir, Role: role, Hopscope: l.Spec.Hopscope, GRPC: l.Spec.Protocol == "grpc"}
 	if role == "server" {
 		d.Delay = p.Delay
 	}
@@ -353,12 +367,17 @@ func (l *Lab) ServerPod() *Pod { return l.server }
 func (l *Lab) Proc(key string) *Proc { return l.procs[key] }
 
 // URL is what the load generator in the client pod requests: the app
-// directly (baseline, and mesh with interception), or the client sidecar.
+// directly (baseline, and mesh with interception), or the client sidecar;
+// http://HOST:PORT/ or, for gRPC, grpc://HOST:PORT.
 func (l *Lab) URL() string {
-	if l.Spec.Topology == Mesh && !l.Spec.Intercept {
-		return fmt.Sprintf("http://127.0.0.1:%d/", l.Spec.Ports.Outbound)
+	scheme, path := "http", "/"
+	if l.Spec.Protocol == "grpc" {
+		scheme, path = "grpc", ""
 	}
-	return fmt.Sprintf("http://%s:%d/", l.server.IP(), l.Spec.Ports.App)
+	if l.Spec.Topology == Mesh && !l.Spec.Intercept {
+		return fmt.Sprintf("%s://127.0.0.1:%d%s", scheme, l.Spec.Ports.Outbound, path)
+	}
+	return fmt.Sprintf("%s://%s:%d%s", scheme, l.server.IP(), l.Spec.Ports.App, path)
 }
 
 // ProxyStamps is the reference proxy's stamps file of one side ("client" or

@@ -455,3 +455,24 @@ func TestProxies(t *testing.T) {
 		t.Errorf("the reference proxy is always available")
 	}
 }
+
+// TestGRPCMeshThroughEachProxy: the app's gRPC echo service through each
+// built-in proxy (HTTP/2 cleartext on both hops), driven by the load
+// generator in the client pod; every call must succeed.
+func TestGRPCMeshThroughEachProxy(t *testing.T) {
+	needRoot(t)
+	for _, p := range []string{"reference", "haproxy", "nginx", "caddy"} {
+		t.Run(p, func(t *testing.T) {
+			needProxy(t, p)
+			l := upLab(t, Spec{Name: "hsl-grpc-" + p, Topology: Mesh, Protocol: "grpc", Proxy: ProxySpec{Name: p}})
+			if want := "grpc://127.0.0.1:15001"; l.URL() != want {
+				t.Fatalf("URL %s, want %s", l.URL(), want)
+			}
+			r := loadInClient(t, l, 100, time.Second)
+			if r.Protocol != "grpc" || r.StatusCodes["grpc-0"] != r.OK {
+				t.Errorf("%s: protocol %s, status codes %v", p, r.Protocol, r.StatusCodes)
+			}
+			t.Logf("%s gRPC: %d ok, median %v", p, r.OK, time.Duration(r.Latency.P50))
+		})
+	}
+}

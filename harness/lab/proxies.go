@@ -23,7 +23,9 @@ type ProxySpec struct {
 	Name string `json:"name"`
 	// Command, for a custom proxy, is a text/template of the command line
 	// with {{.Listen}} and {{.Upstream}} (HOST:PORT) and {{.ConfigDir}} (a
-	// directory of its own for config, pid and log files). It runs through
+	// directory of its own for config, pid and log files); also
+	// {{.ListenHost}}, {{.ListenPort}}, {{.Role}} (client or server) and
+	// {{.GRPC}} (true when the lab speaks gRPC). It runs through
 	// sh -c "exec ...".
 	Command string `json:"command,omitempty"`
 	// Delay is added by the server-side reference proxy to every request
@@ -71,6 +73,7 @@ type sidecarData struct {
 	Hopscope         string // the hopscope binary
 	Delay            time.Duration
 	Stamps           string // stamps file, or ""
+	GRPC             bool   // the lab speaks gRPC (HTTP/2 cleartext) instead of HTTP/1.1
 }
 
 // builtin is a proxy hopscope knows how to configure.
@@ -86,7 +89,7 @@ type builtin struct {
 var builtins = map[string]builtin{
 	"reference": {
 		install: "built into hopscope",
-		command: `{{.Hopscope}} proxy -q --listen {{.Listen}} --upstream {{.Upstream}}{{if .Delay}} --delay {{.Delay}}{{end}}{{if .Stamps}} --stamps {{.Stamps}}{{end}}`,
+		command: `{{.Hopscope}} proxy -q --listen {{.Listen}} --upstream {{.Upstream}}{{if .Delay}} --delay {{.Delay}}{{end}}{{if .Stamps}} --stamps {{.Stamps}}{{end}}{{if .GRPC}} --h2c{{end}}`,
 	},
 	"haproxy": {
 		binary:  "haproxy",
@@ -107,10 +110,10 @@ defaults
     timeout client 60s
     timeout server 60s
 frontend sidecar
-    bind {{.Listen}}
+    bind {{.Listen}}{{if .GRPC}} proto h2{{end}}
     default_backend upstream
 backend upstream
-    server up {{.Upstream}}
+    server up {{.Upstream}}{{if .GRPC}} proto h2{{end}}
 `,
 		command: `haproxy -db -f {{.ConfigDir}}/haproxy.cfg`,
 	},
@@ -140,13 +143,21 @@ http {
         keepalive_requests 1000000;
     }
     server {
-        listen {{.Listen}} reuseport;
+{{- if .GRPC}}
+        listen {{.Listen}} http2;
+        http2_max_requests 1000000;
+        location / {
+            grpc_pass grpc://up;
+        }
+{{- else}}
+        listen {{.Listen}};
         location / {
             proxy_pass http://up;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
         }
+{{- end}}
     }
 }
 `,
@@ -162,10 +173,15 @@ http {
 		tmpl: `{
 	admin off
 	auto_https off
+{{- if .GRPC}}
+	servers {
+		protocols h1 h2c
+	}
+{{- end}}
 }
 http://:{{.ListenPort}} {
 	bind {{.ListenHost}}
-	reverse_proxy {{.Upstream}}
+	reverse_proxy {{if .GRPC}}h2c://{{end}}{{.Upstream}}
 }
 `,
 		command: `caddy run --adapter caddyfile --config {{.ConfigDir}}/Caddyfile`,
