@@ -41,12 +41,12 @@ type Ports struct {
 
 // Spec is what Up builds.
 type Spec struct {
-	Name     string    `json:"name"`     // default DefaultName; objects are named after it
-	Topology string    `json:"topology"` // Baseline or Mesh
+	Name     string `json:"name"`     // default DefaultName; objects are named after it
+	Topology string `json:"topology"` // Baseline or Mesh
 	// Protocol is "http" (HTTP/1.1, the default) or "grpc" (the app's gRPC
 	// echo service over h2c; every built-in proxy forwards HTTP/2).
-	Protocol string `json:"protocol"`
-	Proxy    ProxySpec `json:"proxy"`    // Mesh only
+	Protocol string    `json:"protocol"`
+	Proxy    ProxySpec `json:"proxy"` // Mesh only
 	// Hopscope is the hopscope binary that runs the app and the reference
 	// proxy in the pods; default os.Executable().
 	Hopscope string   `json:"hopscope"`
