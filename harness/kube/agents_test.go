@@ -1,0 +1,141 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/hopscope/hopscope/agent"
+	"github.com/hopscope/hopscope/harness/bench"
+	"github.com/hopscope/hopscope/hist"
+	"github.com/hopscope/hopscope/probe"
+	"github.com/hopscope/hopscope/target"
+)
+
+// recorder is a probe that records what the test tells it: per target and
+// hop, cumulative histograms, as the real probe's Result gives them.
+type recorder struct{ hists map[string]probe.Hists }
+
+func (r *recorder) Attach(target.Target) error { return nil }
+func (r *recorder) Detach(string) error        { return nil }
+func (r *recorder) Result() probe.Result {
+	out := probe.Result{Targets: map[string]probe.Hists{}}
+	for tn, hs := range r.hists {
+		cp := probe.Hists{}
+		for hop, h := range hs {
+			c := hist.New()
+			c.Merge(h)
+			cp[hop] = c
+		}
+		out.Targets[tn] = cp
+	}
+	return out
+}
+
+func (r *recorder) add(tn, hop string, n int, v time.Duration) {
+	if r.hists[tn] == nil {
+		r.hists[tn] = probe.Hists{}
+	}
+	if r.hists[tn][hop] == nil {
+		r.hists[tn][hop] = hist.New()
+	}
+	for i := 0; i < n; i++ {
+		hist.Record(r.hists[tn][hop], int64(v))
+	}
+}
+
+// urlAgents reaches real agent servers by URL, with the token.
+type urlAgents struct {
+	urls  map[string]string
+	token string
+}
+
+func (u urlAgents) List(context.Context) ([]string, error) {
+	var out []string
+	for n := range u.urls {
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (u urlAgents) Do(ctx context.Context, name, method, path string) ([]byte, error) {
+	req, _ := http.NewRequestWithContext(ctx, method, u.urls[name]+path, nil)
+	req.Header.Set(agent.TokenHeader, u.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
+	}
+	return b, nil
+}
+
+// TestAgentObserverGathersWindows: two node agents (the real server, with a
+// recording probe), a run window on each; the observer merges the run's
+// namespace's hops across nodes and leaves other namespaces out.
+func TestAgentObserverGathersWindows(t *testing.T) {
+	const tok = "tkn"
+	probes := map[string]*recorder{}
+	urls := map[string]string{}
+	for _, node := range []string{"agent-a", "agent-b"} {
+		p := &recorder{hists: map[string]probe.Hists{}}
+		a, err := agent.New(agent.Config{Addr: "0.0.0.0:0", Token: tok}, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(a.Handler())
+		t.Cleanup(srv.Close)
+		probes[node], urls[node] = p, srv.URL
+	}
+	ns := "hopscope-bench-linkerd-0a0b0c"
+	// Before the window: not counted.
+	probes["agent-a"].add(ns+"/app-1", probe.HopServerProxyIn, 50, time.Millisecond)
+
+	o := &AgentObserver{Agents: urlAgents{urls: urls, token: tok}}
+	run := &bench.Run{ID: "linkerd-200-1"}
+	o.Begin(context.Background(), run, []target.Target{{Name: "load", Namespace: ns, Role: target.Client}})
+	probes["agent-a"].add(ns+"/app-1", probe.HopServerProxyIn, 100, 2*time.Millisecond)
+	probes["agent-b"].add(ns+"/load-200-1", probe.HopClientProxyOut, 100, time.Millisecond)
+	probes["agent-b"].add("other/pod", probe.HopServerProxyIn, 999, time.Millisecond)
+	o.End(run, t.TempDir())
+
+	if run.Probe.State != bench.ProbeStateOK {
+		t.Fatalf("probe state %s: %s", run.Probe.State, run.Probe.Reason)
+	}
+	hs := run.HopHists()
+	for hop, want := range map[string]int64{probe.HopServerProxyIn: 100, probe.HopClientProxyOut: 100} {
+		h := hs[hop]
+		if h == nil || h.TotalCount() != want {
+			t.Errorf("hop %s: %v, want %d samples", hop, count(h), want)
+		}
+	}
+	if p50 := hs[probe.HopServerProxyIn].ValueAtQuantile(50); p50 < int64(1900*time.Microsecond) {
+		t.Errorf("server-proxy/in p50 %d ns: the window counted samples from before it", p50)
+	}
+
+	// An agent that is not reachable: the run says why, without hops.
+	bad := &AgentObserver{Agents: urlAgents{urls: map[string]string{"gone": "http://127.0.0.1:1"}, token: tok}}
+	run2 := &bench.Run{ID: "linkerd-200-2"}
+	bad.Begin(context.Background(), run2, nil)
+	bad.End(run2, t.TempDir())
+	if run2.Probe.State != bench.ProbeStateFailed || !strings.Contains(run2.Probe.Reason, "127.0.0.1:1") {
+		t.Errorf("unreachable agent: %+v", run2.Probe)
+	}
+}
+
+func count(h *hdrhistogram.Histogram) any {
+	if h == nil {
+		return "none"
+	}
+	return h.TotalCount()
+}
