@@ -11,6 +11,8 @@ import (
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/hopscope/hopscope/agent"
 	"github.com/hopscope/hopscope/harness/bench"
@@ -138,4 +140,57 @@ func count(h *hdrhistogram.Histogram) any {
 		return "none"
 	}
 	return h.TotalCount()
+}
+
+// TestProxyAgentsPath: through a stand-in API server, the pod proxy path
+// reaches the agent's API with the token in TokenHeader (the real API server
+// consumes Authorization), and List names the running agents.
+func TestProxyAgentsPath(t *testing.T) {
+	const tok = "tkn"
+	a, err := agent.New(agent.Config{Addr: "0.0.0.0:0", Token: tok}, &recorder{hists: map[string]probe.Hists{}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentHandler := a.Handler()
+	prefix := "/api/v1/namespaces/hopscope/pods/hopscope-agent-x1:9464/proxy"
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/api/v1/namespaces/hopscope/pods":
+			if r.URL.Query().Get("labelSelector") != "app.kubernetes.io/name=hopscope-agent" {
+				http.Error(w, "bad selector "+r.URL.RawQuery, http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"kind":"PodList","apiVersion":"v1","items":[
+				{"metadata":{"name":"hopscope-agent-x1","namespace":"hopscope"},"status":{"phase":"Running"}},
+				{"metadata":{"name":"hopscope-agent-x2","namespace":"hopscope"},"status":{"phase":"Pending"}}]}`)
+		case strings.HasPrefix(r.URL.Path, prefix+"/"):
+			r.Header.Del("Authorization") // as the API server does
+			r.URL.Path = strings.TrimPrefix(r.URL.Path, prefix)
+			agentHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer api.Close()
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: api.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa := &ProxyAgents{Client: client, Namespace: "hopscope", Selector: "app.kubernetes.io/name=hopscope-agent", Port: 9464, Token: tok}
+	names, err := pa.List(context.Background())
+	if err != nil || len(names) != 1 || names[0] != "hopscope-agent-x1" {
+		t.Fatalf("List = %v, %v", names, err)
+	}
+	if _, err := pa.Do(context.Background(), names[0], "POST", "/api/v1/windows/r1/start"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := pa.Do(context.Background(), names[0], "GET", "/api/v1/windows/r1")
+	if err != nil || !strings.Contains(string(b), `"name": "r1"`) {
+		t.Fatalf("GET window: %s, %v", b, err)
+	}
+	pa.Token = "wrong"
+	if _, err := pa.Do(context.Background(), names[0], "GET", "/api/v1/windows/r1"); err == nil {
+		t.Error("a wrong token was accepted")
+	}
 }
