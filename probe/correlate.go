@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bytes"
 	"fmt"
 	"math/bits"
 	"net/netip"
@@ -135,6 +136,7 @@ const (
 	protoUnknown = iota
 	protoH1
 	protoH2
+	protoOther // not HTTP: ignored after one parse error
 )
 
 type outstanding struct {
@@ -326,9 +328,9 @@ func (c *correlator) segment(f *flow, e *Event, req bool, owners []pointOwner, p
 	if f.proto == protoUnknown {
 		f.proto = detect(data, req)
 		if f.proto == protoUnknown {
-			if d.known {
+			if d.known { // the stream's start, and not HTTP
 				c.health.ParseErrors++
-				d.known = false
+				f.proto = protoOther
 			}
 			return
 		}
@@ -350,7 +352,7 @@ func detect(b []byte, req bool) int {
 		if _, ok := parseH1Request(b); ok {
 			return protoH1
 		}
-		if fr, ok := parseH2Frame(b); ok && fr.len <= 1<<20 {
+		if fr, ok := parseH2Frame(b); ok && plausibleH2(fr) {
 			return protoH2
 		}
 		return protoUnknown
@@ -358,7 +360,7 @@ func detect(b []byte, req bool) int {
 	if _, ok := parseH1Response(b); ok {
 		return protoH1
 	}
-	if fr, ok := parseH2Frame(b); ok && fr.len <= 1<<20 {
+	if fr, ok := parseH2Frame(b); ok && plausibleH2(fr) {
 		return protoH2
 	}
 	return protoUnknown
@@ -399,6 +401,18 @@ func (c *correlator) h1Segment(f *flow, d *dirState, e *Event, req bool, st Stag
 			m, ok = parseH1Request(e.Data[pos:])
 		} else {
 			m, ok = parseH1Response(e.Data[pos:])
+		}
+		if !ok {
+			rest := e.Data[pos:]
+			if cut := pos+len(rest) < int(e.Len) && len(rest) < 16; cut && expect {
+				// the capture ends inside the start line: a message
+				// whose ID (or status) was not captured
+				if req {
+					m, ok = h1Msg{bodyLen: -1}, true
+				} else if bytes.HasPrefix([]byte("HTTP/1.1 "), rest) || bytes.HasPrefix(rest, []byte("HTTP/1.")) {
+					m, ok = h1Msg{status: 200, bodyLen: -1}, true
+				}
+			}
 		}
 		if !ok {
 			if expect {
@@ -457,6 +471,9 @@ func (c *correlator) h2Segment(f *flow, d *dirState, e *Event, req bool, st Stag
 	}
 	for pos < int(e.Len) {
 		fr, ok := parseH2Frame(e.Data[pos:])
+		if ok && !expect && !plausibleH2(fr) {
+			ok = false // resynchronising: a segment's start must look like a frame
+		}
 		if !ok {
 			if expect && len(e.Data)-pos >= 9 {
 				c.health.ParseErrors++

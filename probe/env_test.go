@@ -209,8 +209,8 @@ func copyConn(dst, src net.Conn) {
 	}
 }
 
-// leftovers lists hopscope filters, clsact qdiscs and TCX programs named
-// hopscope_tc on the devices of the namespaces given.
+// leftovers lists hopscope filters and clsact qdiscs on the devices of the
+// namespaces given.
 func leftovers(t testing.TB, where map[string][]string) []string {
 	t.Helper()
 	var out []string
@@ -237,9 +237,6 @@ func leftovers(t testing.TB, where map[string][]string) []string {
 			}
 		}
 		h.Close()
-	}
-	if n := loadedPrograms(t); n > 0 {
-		out = append(out, fmt.Sprintf("%d hopscope_tc program(s) still loaded", n))
 	}
 	return out
 }

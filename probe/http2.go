@@ -111,3 +111,29 @@ func isH2Preface(b []byte) bool {
 	}
 	return n >= 3 && bytes.Equal(b[:n], []byte(h2Preface[:n]))
 }
+
+// plausibleH2 tells whether a frame header read at a guessed position (a
+// connection seen mid-stream, or after losing sync) looks like a real one:
+// connection-level frames on stream 0, stream frames elsewhere, lengths
+// within the default maximum and as each type requires.
+func plausibleH2(f h2Frame) bool {
+	if f.len > 1<<14 {
+		return false
+	}
+	switch f.typ {
+	case 0x4: // SETTINGS
+		return f.stream == 0 && f.len%6 == 0
+	case 0x6: // PING
+		return f.stream == 0 && f.len == 8
+	case 0x7: // GOAWAY
+		return f.stream == 0 && f.len >= 8
+	case 0x8: // WINDOW_UPDATE
+		return f.len == 4
+	case 0x3: // RST_STREAM
+		return f.stream != 0 && f.len == 4
+	case 0x2: // PRIORITY
+		return f.stream != 0 && f.len == 5
+	default: // DATA, HEADERS, PUSH_PROMISE, CONTINUATION
+		return f.stream != 0
+	}
+}

@@ -203,7 +203,11 @@ func TestMeshed(t *testing.T) {
 func waitLeftovers(t *testing.T, where map[string][]string) []string {
 	var l []string
 	for i := 0; i < 50; i++ { // programs are freed after an RCU grace period
-		if l = leftovers(t, where); len(l) == 0 {
+		l = leftovers(t, where)
+		if n := loadedPrograms(t); n > 0 {
+			l = append(l, fmt.Sprintf("%d hopscope_tc program(s) still loaded", n))
+		}
+		if len(l) == 0 {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -226,5 +230,3 @@ func keys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
-
-var _ = fmt.Sprint
