@@ -30,8 +30,12 @@ type LabBackend struct {
 	LabName string
 	// CgroupRoot is where the lab's cgroups go ("/hopscope").
 	CgroupRoot string
-	// Connections is the load generator's connection count (default 10).
-	Connections int
+	// Connections is the load generator's initial connection count
+	// (default 10); MaxConnections lets the pool grow when every
+	// connection is busy (default 64), so that a proxy's slow responses
+	// queue in the proxy, not in the client.
+	Connections    int
+	MaxConnections int
 
 	proxies map[string]lab.ProxyInfo
 }
@@ -189,14 +193,18 @@ func (d *labDeployment) Down(ctx context.Context) error { return d.l.Down() }
 // ctx ends, the generator gets SIGINT, so it stops and writes what it
 // measured.
 func (d *labDeployment) Load(ctx context.Context, spec LoadSpec) (*load.Result, error) {
-	conns := d.b.Connections
+	conns, maxConns := d.b.Connections, d.b.MaxConnections
 	if conns == 0 {
 		conns = 10
 	}
+	if maxConns == 0 {
+		maxConns = 64
+	}
+	maxConns = max(maxConns, conns)
 	args := []string{"load", d.l.URL(),
 		"--rate", strconv.Itoa(spec.RateRPS),
 		"--duration", spec.Duration.String(), "--warmup", spec.Warmup.String(),
-		"--connections", strconv.Itoa(conns),
+		"--connections", strconv.Itoa(conns), "--max-connections", strconv.Itoa(maxConns),
 		"--json", spec.JSON, "--hlog", spec.Hlog, "--quiet"}
 	if spec.Records != "" {
 		args = append(args, "--records", spec.Records)

@@ -158,6 +158,10 @@ func writeFindings(b *strings.Builder, e *bench.Experiment, base string) {
 		fmt.Fprintf(b, "| %d | %s / %s |", rate, perRunMean(bc, "p50"), perRunMean(bc, "max"))
 		for _, s := range ps {
 			c := e.Cell(s.Name, rate)
+			if c != nil && len(c.Kept) == 0 && len(c.Runs) > 0 {
+				fmt.Fprintf(b, " invalid |")
+				continue
+			}
 			if c == nil || c.Added == nil {
 				fmt.Fprintf(b, " – |")
 				continue
