@@ -166,7 +166,7 @@ func (o *AgentObserver) End(run *bench.Run, dir string) {
 				hops[hop].Merge(e.H)
 			}
 			for role, r := range pw.Resources {
-				b, _ := json.Marshal(r)
+				b, _ := json.Marshal(benchResource(r))
 				res[strings.TrimPrefix(key, ns+"/")+"/"+role] = b
 			}
 		}
@@ -191,3 +191,24 @@ func (o *AgentObserver) End(run *bench.Run, dir string) {
 
 // Close releases nothing: windows end with their runs.
 func (o *AgentObserver) Close() {}
+
+// benchResource puts an agent's window figures in the keys of the
+// sampler's document, which the bench aggregates read (bench.Resource).
+func benchResource(r agent.WindowResources) map[string]any {
+	m := map[string]any{
+		"memory_peak_bytes":    r.MemoryPeakBytes,
+		"memory_current_bytes": r.MemoryCurrentBytes,
+		"peak_source":          "agent",
+		"peak_scope":           r.PeakScope,
+	}
+	if r.CPUSeconds != nil {
+		m["cpu_usec"] = int64(*r.CPUSeconds * 1e6)
+		m["cpu_seconds"] = *r.CPUSeconds
+	} else {
+		m["cpu_usec"] = nil
+	}
+	if len(r.Absent) > 0 {
+		m["absent"] = r.Absent
+	}
+	return m
+}
