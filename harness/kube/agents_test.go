@@ -194,3 +194,56 @@ func TestProxyAgentsPath(t *testing.T) {
 		t.Error("a wrong token was accepted")
 	}
 }
+
+// TestBenchRunnerOnFakeCluster runs bench's own runner with this backend and
+// observer: the plan's runs deploy into namespaces on the fake API server,
+// the client's results come from the generator's log, the hops from the
+// agents' windows, and the results directory is written.
+func TestBenchRunnerOnFakeCluster(t *testing.T) {
+	const tok = "tkn"
+	rec := &recorder{hists: map[string]probe.Hists{}}
+	a, err := agent.New(agent.Config{Addr: "0.0.0.0:0", Token: tok}, rec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+
+	cl := newCluster()
+	b := newBackend(t, cl, MeshLinkerd)
+	logs := b.Logs
+	b.Logs = func(ctx context.Context, ns, pod string) ([]byte, error) {
+		// the traffic of this run, as the agent on the node saw it
+		rec.add(ns+"/app-1", probe.HopServerProxyIn, 100, time.Millisecond)
+		return logs(ctx, ns, pod)
+	}
+	cfg := bench.Custom().WithProxies(b.Scenarios()...)
+	cfg.RatesRPS, cfg.Runs, cfg.Duration, cfg.Warmup, cfg.DropHighestBaselineMax = []int{200}, 1, bench.Duration(time.Second), 0, 0
+	out := t.TempDir()
+	r := &bench.Runner{Backend: b, Observers: []bench.Observer{&AgentObserver{Agents: urlAgents{urls: map[string]string{"a": srv.URL}, token: tok}}}}
+	e, err := r.Run(context.Background(), cfg, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Runs) != 2 {
+		t.Fatalf("runs %+v", e.Runs)
+	}
+	_, runs, err := bench.ReadExperiment(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range runs {
+		if run.Client == nil || run.Client.Requests != 100 {
+			t.Errorf("run %s: client %+v", run.ID, run.Client)
+		}
+		if run.Hops[probe.HopServerProxyIn].Count != 100 {
+			t.Errorf("run %s: server-proxy/in %+v (probe %+v)", run.ID, run.Hops, run.Probe)
+		}
+	}
+	if left := cl.namespaces(t); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	if len(cl.createdNS) != 2 || !strings.Contains(strings.Join(cl.createdNS, " "), "hopscope-bench-linkerd-") {
+		t.Errorf("namespaces created: %v", cl.createdNS)
+	}
+}
