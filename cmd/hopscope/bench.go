@@ -96,6 +96,9 @@ preset. Without --proxy: the reference proxy and every installed real proxy.`,
 			if len(proxies) > 0 {
 				for _, p := range proxies {
 					s, err := bench.ParseProxy(p)
+					if err == nil {
+						err = backend.Validate(s)
+					}
 					if err != nil {
 						return usagef("bench: --proxy: %v", err)
 					}

@@ -89,8 +89,12 @@ func (b *LabBackend) Prerequisites() string {
 	} else {
 		s.WriteString("  root: NO: the lab needs root (namespaces, cgroups, BPF): run with sudo\n")
 	}
-	for _, l := range probe.KernelReport() {
-		s.WriteString("  kernel: " + l + "\n")
+	env := CollectEnvironment("")
+	fmt.Fprintf(&s, "  kernel: %s (%s, %d CPUs)\n", env.Kernel, env.CPU, env.CPUs)
+	if os.Geteuid() == 0 { // unprivileged, feature probes fail for lack of rights
+		for _, l := range probe.KernelReport() {
+			s.WriteString("  kernel: " + l + "\n")
+		}
 	}
 	if m, err := sampler.DetectMode(); err == nil {
 		fmt.Fprintf(&s, "  cgroups: %s\n", m)
@@ -99,7 +103,7 @@ func (b *LabBackend) Prerequisites() string {
 	for _, p := range lab.Proxies() {
 		switch {
 		case p.Installed && p.Version != "":
-			fmt.Fprintf(&s, "  proxy %s: %s\n", p.Name, p.Version)
+			fmt.Fprintf(&s, "  proxy %s: %s\n", p.Name, shortVersion(p.Version))
 		case p.Installed:
 			fmt.Fprintf(&s, "  proxy %s: %s\n", p.Name, p.Install)
 		default:
@@ -137,6 +141,16 @@ func proxySpec(s Scenario) (lab.ProxySpec, error) {
 		return lab.ParseProxy(s.Name + "=" + s.Template)
 	}
 	return lab.ParseProxy(s.Proxy)
+}
+
+// Validate checks a scenario's proxy as written (a built-in's name, a
+// template that renders), without looking at what is installed.
+func (b *LabBackend) Validate(s Scenario) error {
+	if s.IsBaseline() {
+		return nil
+	}
+	_, err := proxySpec(s)
+	return err
 }
 
 func (b *LabBackend) Check(s Scenario) error {
