@@ -48,17 +48,6 @@ func cgroupPIDs(rel string) []int {
 	return out
 }
 
-// cgroupExists reports whether rel exists in any hierarchy.
-func cgroupExists(rel string) bool {
-	hs, _ := hierarchies()
-	for _, h := range hs {
-		if _, err := os.Stat(filepath.Join(h, rel)); err == nil {
-			return true
-		}
-	}
-	return false
-}
-
 // removeEmptyParents removes rel's parent directories up to (not including)
 // the hierarchy root while they are empty of child cgroups.
 func removeEmptyParents(rel string) {

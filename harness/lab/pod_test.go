@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,17 @@ import (
 )
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// cgroupExists reports whether rel exists in any hierarchy.
+func cgroupExists(rel string) bool {
+	hs, _ := hierarchies()
+	for _, h := range hs {
+		if _, err := os.Stat(filepath.Join(h, rel)); err == nil {
+			return true
+		}
+	}
+	return false
+}
 
 func needRoot(t *testing.T) {
 	t.Helper()

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,9 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 
 	"github.com/hopscope/hopscope/clock"
 	"github.com/hopscope/hopscope/harness/load/pace"
@@ -30,23 +26,24 @@ var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Trans
 // (and its trailers) is read.
 type h2cProxy struct {
 	cfg    Config
-	rt     *http2.Transport
+	rt     *http.Transport
 	stamps *stampWriter
 	timers sync.Pool
 }
 
 func serveH2C(ctx context.Context, cfg Config, ln net.Listener, sw *stampWriter) error {
+	// HTTP/2 with prior knowledge on both sides, as gRPC speaks it.
+	var h2c http.Protocols
+	h2c.SetUnencryptedHTTP2(true)
 	p := &h2cProxy{
 		cfg:    cfg,
 		stamps: sw,
-		rt: &http2.Transport{
-			AllowHTTP: true,
-			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-				return (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
-			},
+		rt: &http.Transport{
+			Protocols:   &h2c,
+			DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		},
 	}
-	srv := &http.Server{Handler: h2c.NewHandler(p, &http2.Server{})}
+	srv := &http.Server{Handler: p, Protocols: &h2c}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
