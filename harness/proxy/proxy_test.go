@@ -20,7 +20,7 @@ import (
 
 // startProxy runs Serve on a loopback port until the test ends and returns
 // its address and a function that stops it (and so flushes the stamps).
-func startProxy(t *testing.T, cfg Config) (addr string, stop func()) {
+func startProxy(t testing.TB, cfg Config) (addr string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
@@ -48,7 +48,7 @@ func startProxy(t *testing.T, cfg Config) (addr string, stop func()) {
 	return addr, stop
 }
 
-func startUpstream(t *testing.T, h http.Handler) string {
+func startUpstream(t testing.TB, h http.Handler) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
