@@ -245,7 +245,7 @@ func MakeCgroup(rel string) (dirs []string, err error) {
 	}
 	if l.v2 != "" && h.mode == Unified {
 		if err := makeV2(h.v2, l.rel); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("make cgroup %s: %w", l.rel, err)
 		}
 	} else if l.v2 != "" {
 		// Hybrid: v2 holds no controllers worth enabling; cpu.stat is core.
@@ -312,7 +312,13 @@ func enableControllers(dir string, want ...string) error {
 	}
 	p := filepath.Join(dir, "cgroup.subtree_control")
 	if err := os.WriteFile(p, []byte(strings.Join(add, " ")), 0); err != nil {
-		return fmt.Errorf("enable %s in %s: %w (a cgroup with processes of its own cannot enable controllers for its children)", strings.Join(add, " "), p, err)
+		switch {
+		case errors.Is(err, fs.ErrPermission):
+			return fmt.Errorf("enable %s in %s: permission denied: run as root", strings.Join(add, " "), p)
+		case isBusy(err):
+			return fmt.Errorf("enable %s in %s: %w (a cgroup with processes of its own cannot enable controllers for its children: move them to a child cgroup)", strings.Join(add, " "), p, err)
+		}
+		return fmt.Errorf("enable %s in %s: %w", strings.Join(add, " "), p, err)
 	}
 	return nil
 }

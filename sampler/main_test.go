@@ -29,7 +29,8 @@ func TestMain(m *testing.M) {
 // child: "serve" reads commands from stdin until EOF: "grow MIB" maps MIB
 // MiB, touches every page, holds them 50 ms, unmaps them and answers "done";
 // "burn MS" burns MS milliseconds of CPU and answers "done USEC", the CPU
-// time its own rusage counted for that (RUSAGE_SELF, all threads).
+// time its own rusage (RUSAGE_SELF, all threads) counted from before it
+// waited for the command until just before the answer.
 func child(mode string) int {
 	if mode != "serve" {
 		fmt.Fprintln(os.Stderr, "unknown child mode", mode)
@@ -37,7 +38,9 @@ func child(mode string) int {
 	}
 	fmt.Println("ready")
 	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
+	// mark: the CPU used so far, taken before waiting for the next command,
+	// so that waking up and reading it count inside the burn's figure.
+	for mark := ownCPU(); sc.Scan(); mark = ownCPU() {
 		var n int
 		switch {
 		case strings.HasPrefix(sc.Text(), "grow "):
@@ -49,9 +52,8 @@ func child(mode string) int {
 			fmt.Println("done")
 		case strings.HasPrefix(sc.Text(), "burn "):
 			fmt.Sscanf(sc.Text(), "burn %d", &n)
-			c0 := ownCPU()
-			burn(c0 + time.Duration(n)*time.Millisecond)
-			fmt.Println("done", (ownCPU() - c0).Microseconds())
+			burn(mark + time.Duration(n)*time.Millisecond)
+			fmt.Println("done", (ownCPU() - mark).Microseconds())
 		default:
 			fmt.Fprintln(os.Stderr, "bad command", sc.Text())
 			return 2

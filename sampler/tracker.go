@@ -305,13 +305,13 @@ func (t *tracker) begin(now int64) {
 		// memory.peak (6.12+): any write resets this fd's peak.
 		// memory.max_usage_in_bytes (v1): writing 0 resets it (for every
 		// reader of the cgroup, not only us).
-		msg := "reset"
+		msg, need := "reset", "kernel 6.12+"
 		if t.memFrom == "v1" {
-			msg = "0"
+			msg, need = "0", "root"
 		}
 		if _, err := unix.Pwrite(t.peakFile.fd, []byte(msg), 0); err != nil {
 			t.peakScope = "lifetime"
-			t.markAbsent("run_peak", fmt.Sprintf("cannot reset %s (%v): the peak is the cgroup's lifetime peak", t.peakFile.path, err))
+			t.markAbsent("run_peak", fmt.Sprintf("cannot reset %s (%v; needs %s): the peak is the cgroup's lifetime peak", t.peakFile.path, err, need))
 		}
 	}
 	r, err := t.read(now, all)
