@@ -192,15 +192,18 @@ func hopCharts(e *bench.Experiment) string {
 	if len(rows) == 0 || maxV == 0 {
 		return ""
 	}
+	ticks := niceTicks(maxV)
+	maxV = ticks[len(ticks)-1]
 	const w, left, right, barH, gap, top = 900, 150, 30, 18, 8, 30
 	h := top + len(rows)*(barH+gap) + 60
 	pw := float64(w - left - right)
 	x := func(v float64) float64 { return left + pw*v/maxV }
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="hop medians">`+"\n", w, h, w, h)
+	lx := 10
 	for i, name := range bench.HopNames {
-		lx := left + i*100
 		fmt.Fprintf(&b, `<rect x="%d" y="6" width="10" height="10" fill="%s"/><text x="%d" y="15">%s</text>`, lx, palette[i%len(palette)], lx+13, name)
+		lx += 13 + 7*len(name) + 14
 	}
 	b.WriteString("\n")
 	for ri, r := range rows {
@@ -223,9 +226,9 @@ func hopCharts(e *bench.Experiment) string {
 	}
 	axisY := top + len(rows)*(barH+gap) + 4
 	fmt.Fprintf(&b, `<line class="axis" x1="%d" x2="%d" y1="%d" y2="%d"/>`, left, w-right, axisY, axisY)
-	for i := 0; i <= 4; i++ {
-		v := maxV * float64(i) / 4
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`, x(v), axisY+16, fmtMs(v))
+	for _, v := range ticks {
+		fmt.Fprintf(&b, `<line class="grid" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/><text x="%.1f" y="%d" text-anchor="middle">%s</text>`,
+			x(v), x(v), top-4, axisY, x(v), axisY+16, fmtMs(v))
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">ms</text>`+"\n</svg>\n", left+int(pw/2), axisY+34)
 	return b.String()
@@ -262,7 +265,7 @@ func resourceChart(e *bench.Experiment) string {
 	if len(bars) == 0 {
 		return ""
 	}
-	const w, left, colW, barH, gap, top = 900, 150, 330, 16, 6, 30
+	const w, left, colW, barH, gap, top = 900, 150, 280, 16, 6, 30
 	h := top + len(bars)*(barH+gap) + 20
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="proxy resources">`+"\n", w, h, w, h)
@@ -288,4 +291,25 @@ func resourceChart(e *bench.Experiment) string {
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
+}
+
+// niceTicks returns 0 and evenly spaced round values (1, 2 or 5 times a
+// power of ten) up to at least max.
+func niceTicks(max float64) []float64 {
+	raw := max / 4
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	step := mag
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*mag >= raw {
+			step = m * mag
+			break
+		}
+	}
+	var out []float64
+	for v := 0.0; ; v += step {
+		out = append(out, v)
+		if v >= max {
+			return out
+		}
+	}
 }

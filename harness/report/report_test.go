@@ -3,6 +3,7 @@ package report
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -153,5 +154,23 @@ func TestHTMLSelfContained(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, bench.SummaryFile)); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestNiceTicks(t *testing.T) {
+	for max, want := range map[float64]string{
+		1.87:  "[0 0.5 1 1.5 2]",
+		0.9:   "[0 0.5 1]",
+		10:    "[0 5 10]",
+		0.031: "[0 0.01 0.02 0.03 0.04]",
+	} {
+		got := niceTicks(max)
+		// Round away float noise before comparing.
+		for i := range got {
+			got[i] = math.Round(got[i]*1e6) / 1e6
+		}
+		if fmt.Sprint(got) != want {
+			t.Errorf("niceTicks(%v) = %v, want %s", max, got, want)
+		}
 	}
 }
