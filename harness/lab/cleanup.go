@@ -24,22 +24,7 @@ const All = "all"
 // lab bridges. Nothing missing is an error: it is idempotent.
 func Cleanup(name string) error {
 	if name == All {
-		var errs []error
-		for _, n := range leftoverLabs() {
-			if err := Cleanup(n); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if links, err := netlink.LinkList(); err == nil {
-			for _, l := range links {
-				if strings.HasPrefix(l.Attrs().Alias, bridgeAliasPrefix) {
-					if err := deleteBridgeIfUnused(l); err != nil {
-						errs = append(errs, err)
-					}
-				}
-			}
-		}
-		return errors.Join(errs...)
+		return cleanupAll(func(string) bool { return true })
 	}
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("lab name %q: want lowercase letters, digits and '-'", name)
@@ -65,6 +50,30 @@ func Cleanup(name string) error {
 	}
 	if err := os.RemoveAll(filepath.Join(StateDir, name)); err != nil {
 		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// cleanupAll cleans up every leftover lab whose name keep accepts, then
+// removes unused lab bridges.
+func cleanupAll(keep func(string) bool) error {
+	var errs []error
+	for _, n := range leftoverLabs() {
+		if !keep(n) {
+			continue
+		}
+		if err := Cleanup(n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if links, err := netlink.LinkList(); err == nil {
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Alias, bridgeAliasPrefix) {
+				if err := deleteBridgeIfUnused(l); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -105,15 +114,12 @@ func leftoverLabs() []string {
 	}
 	if links, err := netlink.LinkList(); err == nil {
 		for _, l := range links {
-			pod, ok := strings.CutPrefix(l.Attrs().Alias, podAliasPrefix)
+			pod, ok := strings.CutPrefix(l.Attrs().Alias, labPodAliasPrefix)
 			if !ok {
 				continue
 			}
 			for _, suf := range []string{"-client", "-server"} {
 				if n, ok := strings.CutSuffix(pod, suf); ok {
-					// Only pods whose netns file exists or whose lab has a
-					// state directory are the lab's; a bare veth of that
-					// name is also removed by DeletePod.
 					add(n)
 				}
 			}
@@ -135,7 +141,10 @@ func podsOnBridge(bridge string) ([]string, error) {
 	var out []string
 	for _, l := range links {
 		if l.Attrs().MasterIndex == br.Attrs().Index {
-			n := strings.TrimPrefix(l.Attrs().Alias, podAliasPrefix)
+			n := l.Attrs().Alias
+			for _, p := range []string{labPodAliasPrefix, podAliasPrefix} {
+				n = strings.TrimPrefix(n, p)
+			}
 			if n == "" {
 				n = l.Attrs().Name
 			}
@@ -157,4 +166,15 @@ func inCgroup(pid int, rel string) bool {
 		}
 	}
 	return false
+}
+
+func relabel(link, alias string) error {
+	l, err := netlink.LinkByName(link)
+	if err == nil {
+		err = netlink.LinkSetAlias(l, alias)
+	}
+	if err != nil {
+		return fmt.Errorf("label %s: %w", link, err)
+	}
+	return nil
 }

@@ -243,6 +243,13 @@ func Up(ctx context.Context, spec Spec) (l *Lab, err error) {
 	if l.client, err = NewPod(ctx, spec.Name+"-client", netip.PrefixFrom(hostAt(spec.Subnet, 2), spec.Subnet.Bits())); err != nil {
 		return l, err
 	}
+	// Relabel the pods' veths as a lab's, so Cleanup(All) tells them from
+	// pods that other code made with NewPod.
+	for _, p := range []*Pod{l.server, l.client} {
+		if err := relabel(p.HostPeer, labPodAliasPrefix+p.Name); err != nil {
+			return l, err
+		}
+	}
 	appListen := fmt.Sprintf("%s:%d", l.server.IP(), spec.Ports.App)
 	if spec.Topology == Mesh {
 		appListen = fmt.Sprintf("127.0.0.1:%d", spec.Ports.App)

@@ -476,3 +476,26 @@ func TestGRPCMeshThroughEachProxy(t *testing.T) {
 		})
 	}
 }
+
+// TestCleanupAllSparesPlainPods: cleaning up every lab removes labs found by
+// their state directory or veth label, and leaves pods that NewPod made for
+// other code alone, even when their names look like a lab's.
+func TestCleanupAllSparesPlainPods(t *testing.T) {
+	needRoot(t)
+	plain := newTestPod(t, "hsl-plain-client", "198.19.249.2/24")
+	Cleanup("hsl-all")
+	if _, err := Up(context.Background(), Spec{Name: "hsl-all", Hopscope: hopscopeBin, CgroupRoot: testCgroupRoot, Detach: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Forget the state directory, as after a lost /run: the veth labels
+	// must still find the lab.
+	os.RemoveAll(filepath.Join(StateDir, "hsl-all"))
+	// Only this package's labs: other packages' tests may run meanwhile.
+	if err := cleanupAll(func(n string) bool { return strings.HasPrefix(n, "hsl-") }); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, "hsl-all")
+	if _, err := os.Stat(plain.NetnsPath); err != nil {
+		t.Errorf("a plain pod was removed by cleaning up all labs")
+	}
+}

@@ -30,6 +30,7 @@ const NetnsDir = "/var/run/netns"
 // Aliases mark what the lab made, so cleanup finds it by name alone.
 const (
 	podAliasPrefix    = "hopscope-pod:"
+	labPodAliasPrefix = "hopscope-lab-pod:" // a pod that Up made
 	bridgeAliasPrefix = "hopscope-bridge:"
 )
 
