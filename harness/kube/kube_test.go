@@ -272,4 +272,4 @@ func TestCleanupRemovesOnlyLeftovers(t *testing.T) {
 	}
 }
 
-var errForbidden = apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, "", errors.New(`User "dev" cannot create resource "namespaces"`))
+var errForbidden = apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, "", errors.New(`user "dev" cannot create resource "namespaces"`))
