@@ -25,8 +25,8 @@ type Source struct {
 
 // Config sets how often the sampler reads.
 type Config struct {
-	// Interval between samples of CPU, memory and the kernel's peak
-	// (default 100 ms).
+	// Interval between samples of CPU usage and current memory: the time
+	// series (default 100 ms).
 	Interval time.Duration
 	// StatInterval between reads of the files a run's figures need less
 	// often: the kernel's peak (it keeps the maximum itself), memory.stat
