@@ -21,12 +21,14 @@ func init() {
 	cmd := &cobra.Command{
 		Use:   "sample --cgroup PATH [--cgroup PATH...] | --pid PID --duration D --json FILE [--csv FILE]",
 		Short: "Sample cgroups' (or a process's) CPU time and peak memory for a while",
-		Long: `Sample reads a cgroup's CPU and memory files (cgroup v2, v1 where v2 lacks
+		Long: `Sample reads cgroups' CPU and memory files (cgroup v2, v1 where v2 lacks
 them) every --interval for --duration, then writes the figures as JSON
-(cpu_usec, memory_peak_bytes, peak_source, max_working_set_bytes, ...) and
-optionally the time series as CSV. Several --cgroup are sampled together. PATH is relative to the cgroup root
-(/hopscope/lab1/server-proxy) or absolute under /sys/fs/cgroup. With --pid and
-no --cgroup it reads /proc/PID instead (labelled "proc").`,
+(cpu_usec, memory_peak_bytes, peak_source, max_working_set_bytes, ...) and,
+with --csv, the time series. Several --cgroup are sampled together. PATH is
+relative to the cgroup root (/hopscope/lab1/server-proxy) or absolute under
+/sys/fs/cgroup. With --pid and no --cgroup it reads /proc/PID instead
+(labelled "proc"). A figure that cannot be read is null, with the reason
+under "absent".`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if len(cgroups) == 0 && pid <= 0 {
