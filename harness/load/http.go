@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/hopscope/hopscope/clock"
 	"github.com/hopscope/hopscope/reqid"
@@ -22,6 +23,7 @@ import (
 type httpConn struct {
 	g        *gen
 	nc       net.Conn
+	rc       syscall.RawConn
 	br       *bufio.Reader
 	req      []byte // the request, with the ID's 16 hex digits at idAt
 	idAt     int
@@ -37,10 +39,18 @@ func (g *gen) dialHTTP() (*httpConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		nc.Close()
+		return nil, fmt.Errorf("dial %s: not a TCP connection", g.t.Addr)
 	}
-	c := &httpConn{g: g, nc: nc, br: bufio.NewReaderSize(nc, 16<<10)}
+	tc.SetNoDelay(true)
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c := &httpConn{g: g, nc: nc, rc: rc, br: bufio.NewReaderSize(rawConnReader{rc}, 16<<10)}
 	c.req, c.idAt = g.httpRequest()
 	go c.readLoop()
 	return c, nil
@@ -78,7 +88,7 @@ func (c *httpConn) launch(j *job) {
 		p[k] = hexdigits[id&0xf]
 		id >>= 4
 	}
-	if _, err := c.nc.Write(c.req); err != nil {
+	if err := writeAll(c.rc, c.req); err != nil {
 		c.writeErr.Store(true)
 		c.nc.Close() // the reader finishes j with a write error
 	}

@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -149,33 +150,35 @@ func (g *gen) dial() (conn, error) {
 	return c, nil
 }
 
-// schedule is the open loop: job i is due at t0 + i/R, sent when due
-// whatever the state of earlier requests.
+// schedule is the open loop: job i is due at t0 + i*period, sent when due
+// whatever the state of earlier requests. It waits on a periodic timerfd
+// (one read per request, no re-arming), Spin before each due time, then
+// yields until the due time.
 func (g *gen) schedule(ctx context.Context, t0 int64) {
-	tm, err := pace.NewTimer()
+	period := int64(math.Round(1e9 / g.cfg.Rate))
+	spin := int64(g.cfg.Spin)
+	tk, err := pace.NewTicker(t0-spin, period)
 	if err != nil {
-		tm = nil // fall back to time.Sleep
+		tk = nil // fall back to time.Sleep (millisecond wake-ups)
 	}
 	stop := context.AfterFunc(ctx, func() {
-		if tm != nil {
-			tm.Close()
+		if tk != nil {
+			tk.Close()
 		}
 	})
 	defer func() {
-		if stop() && tm != nil {
-			tm.Close()
+		if stop() && tk != nil {
+			tk.Close()
 		}
 	}()
-	period := 1e9 / g.cfg.Rate
 	end := g.endAt.Load()
-	spin := int64(g.cfg.Spin)
 	for i := uint64(0); ; i++ {
-		due := t0 + int64(float64(i)*period)
+		due := t0 + int64(i)*period
 		if due >= end || ctx.Err() != nil {
 			return
 		}
 		if wake := due - spin; clock.Now() < wake {
-			if tm == nil || tm.SleepUntil(wake) != nil {
+			if tk == nil || tk.WaitUntil(wake) != nil {
 				if ctx.Err() != nil {
 					return
 				}

@@ -2,6 +2,7 @@ package load
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -229,13 +230,6 @@ func firstMeasured(cfg Config, t0, measureAt int64) uint64 {
 	if cfg.ClosedLoop {
 		return 0
 	}
-	period := 1e9 / cfg.Rate
-	i := uint64(float64(measureAt-t0) / period)
-	for t0+int64(float64(i)*period) < measureAt {
-		i++
-	}
-	for i > 0 && t0+int64(float64(i-1)*period) >= measureAt {
-		i--
-	}
-	return i
+	period := int64(math.Round(1e9 / cfg.Rate))
+	return uint64((measureAt - t0 + period - 1) / period)
 }
