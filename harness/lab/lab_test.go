@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -498,4 +500,19 @@ func TestCleanupAllSparesPlainPods(t *testing.T) {
 	if _, err := os.Stat(plain.NetnsPath); err != nil {
 		t.Errorf("a plain pod was removed by cleaning up all labs")
 	}
+}
+
+// TestNotRoot: hopscope lab up as an unprivileged user stops at once with
+// a message that says to use sudo, and makes nothing.
+func TestNotRoot(t *testing.T) {
+	needRoot(t)
+	os.Chmod(filepath.Dir(hopscopeBin), 0o755)
+	cmd := exec.Command(hopscopeBin, "lab", "up", "--name", "hsl-nonroot")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "sudo") {
+		t.Errorf("lab up as nobody: %v, %q; want exit 1 and a message naming sudo", err, out)
+	}
+	assertGone(t, "hsl-nonroot")
 }
