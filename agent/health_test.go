@@ -8,17 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/hopscope/hopscope/agent/nodetest"
 	"github.com/hopscope/hopscope/target"
 )
 
@@ -107,18 +104,7 @@ func TestHealthSaysWhatIsWrong(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			client := fake.NewClientset()
-			var mu sync.Mutex
-			failing := true
-			client.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-				mu.Lock()
-				defer mu.Unlock()
-				return failing, nil, c.err
-			})
-			client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) {
-				mu.Lock()
-				defer mu.Unlock()
-				return failing, nil, c.err
-			})
+			heal := nodetest.FailPods(client, c.err)
 			a, _ := New(Config{Token: testToken}, nil, nil)
 			base := serve(t, a)
 			opts := target.KubeOptions{NodeName: "n1", ProcRoot: t.TempDir()}
@@ -130,9 +116,7 @@ func TestHealthSaysWhatIsWrong(t *testing.T) {
 			if code := getJSON(t, base+"/metrics", testToken, nil); code != http.StatusOK {
 				t.Errorf("/metrics while the API fails: %d", code)
 			}
-			mu.Lock()
-			failing = false
-			mu.Unlock()
+			heal()
 			waitHealth(t, base, "kubernetes:", false)
 		})
 	}

@@ -14,12 +14,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	k8stypes "k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/hopscope/hopscope/agent/nodetest"
 )
@@ -273,18 +270,7 @@ func TestWatcherAPIErrors(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			client := fake.NewClientset(sidecarPod("a", "mine", "n1", nil))
-			var mu sync.Mutex
-			failing := true
-			client.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-				mu.Lock()
-				defer mu.Unlock()
-				return failing, nil, c.err
-			})
-			client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) {
-				mu.Lock()
-				defer mu.Unlock()
-				return failing, nil, c.err
-			})
+			heal := nodetest.FailPods(client, c.err)
 			opts := KubeOptions{NodeName: "n1", ProcRoot: t.TempDir()}
 			w, _ := NewWatcher(client, opts, NewResolver(opts))
 			ctx, cancel := context.WithCancel(context.Background())
@@ -302,9 +288,7 @@ func TestWatcherAPIErrors(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			mu.Lock()
-			failing = false
-			mu.Unlock()
+			heal()
 			ev.wait(t, "recovery", func(g []PodEvent) bool { return len(g) > 0 })
 			if synced, err := w.APIStatus(); !synced || err != nil {
 				t.Errorf("after recovery: APIStatus = %v, %v", synced, err)
