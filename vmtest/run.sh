@@ -15,6 +15,8 @@
 #   VMTEST_KERNEL_PKG=linux-image-6.1.0-NN-amd64   pin a kernel package
 #   VMTEST_PACKAGES='./sampler|TestPeak|60s'       run these instead (lines)
 #   VMTEST_APPEND='...'      more kernel command line
+#   VMTEST_CACHE=DIR         where the kernel and the work files go (vmtest/cache)
+#   VMTEST_QEMU=PATH VMTEST_CPU=max
 #   VMTEST_SELFTEST=fail    add a deliberately failing test: must exit non-zero
 #   VMTEST_SELFTEST=hang    make the guest hang: must end with the timeout message
 #   VMTEST_SELFTEST=panic   make the guest's init die: must end with "kernel panic"
@@ -47,7 +49,7 @@ selftest=${VMTEST_SELFTEST:-}
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-cache=$here/cache
+cache=${VMTEST_CACHE:-$here/cache}
 export PATH=$PATH:/usr/local/go/bin
 t0=$(date +%s)
 
@@ -60,8 +62,9 @@ case "$selftest" in
 esac
 
 # --- what the host needs ---------------------------------------------------
-command -v qemu-system-x86_64 >/dev/null ||
-  die "qemu-system-x86_64 not found: install Debian's qemu-system-x86 (scripts/setup.sh vmtest does)"
+qemu=${VMTEST_QEMU:-qemu-system-x86_64}
+command -v "$qemu" >/dev/null ||
+  die "$qemu not found: install Debian's qemu-system-x86 (scripts/setup.sh vmtest does)"
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] || die "busybox not found: install Debian's busybox-static (scripts/setup.sh vmtest does)"
 if head -c 1024 "$busybox" | grep -qa 'ld-linux'; then # a dynamic ELF names its loader (.interp) up front
@@ -85,7 +88,7 @@ fetch_kernel() {
     pkg=$(cat "$cache/kernel/current")
   fi
   if [ -n "$pkg" ] && [ -f "$cache/kernel/$pkg/complete" ]; then
-    kdir=$cache/kernel/$pkg
+    kdir=$cache/kernel/$pkg kpkg=$pkg
     say "kernel: $pkg (cached)"
     return
   fi
@@ -120,7 +123,7 @@ fetch_kernel() {
   mv "$deb" "$dir/" && rm -rf "$dl" "$dl.err"
   touch "$dir/complete"
   echo "$pkg" >"$cache/kernel/current"
-  kdir=$dir
+  kdir=$dir kpkg=$pkg
 }
 
 fetch_kernel
@@ -215,7 +218,7 @@ esac
 # (they re-execute os.Args[0] for children), run from a copy of the
 # package's testdata.
 module=$(cd "$root" && go list -m)
-included=() left_out=()
+included=() left_out=() dirs=()
 : >"$stage/etc/vmtest/tests.sh"
 while IFS='|' read -r dir filter tmo; do
   [ -n "$dir" ] || continue
@@ -223,16 +226,21 @@ while IFS='|' read -r dir filter tmo; do
   if [ ! -d "$root/$pkg" ]; then left_out+=("$pkg (no such package yet)"); continue; fi
   ntests=$(cd "$root" && go list -f '{{len .TestGoFiles}} {{len .XTestGoFiles}}' "$dir" 2>/dev/null | awk '{print $1+$2}') || ntests=0
   if [ "${ntests:-0}" -eq 0 ]; then left_out+=("$pkg (no tests)"); continue; fi
-  name=${pkg//\//-}
-  say "building $pkg tests (CGO_ENABLED=0 go test -c)"
-  (cd "$root" && CGO_ENABLED=0 go test -c -o "$stage/tests/$name.test" "$dir") || die "building the tests of $pkg failed"
+  name=$(basename "$pkg") # go test -c -o DIR/ names each binary after its package
+  [ ! -d "$stage/pkgs/$name" ] || die "two packages named $name in PACKAGES: rename one"
   mkdir -p "$stage/pkgs/$name"
   [ -d "$root/$pkg/testdata" ] && cp -r "$root/$pkg/testdata" "$stage/pkgs/$name/"
   args="-test.v -test.count=1 -test.timeout=$tmo"
   [ -n "$filter" ] && args="$args '-test.run=$filter'"
   echo "run_pkg $module/$pkg /pkgs/$name /tests/$name.test $args" >>"$stage/etc/vmtest/tests.sh"
-  included+=("$pkg")
+  included+=("$pkg") dirs+=("$dir")
 done <<<"$PACKAGES"
+if [ ${#dirs[@]} -gt 0 ]; then
+  say "building the tests of ${included[*]} (CGO_ENABLED=0 go test -c)"
+  tb=$(date +%s)
+  (cd "$root" && CGO_ENABLED=0 go test -c -o "$stage/tests/" "${dirs[@]}") || die "building the tests for the VM failed (see above)"
+  say "built in $(( $(date +%s) - tb ))s"
+fi
 [ ${#included[@]} -gt 0 ] || die "no package with tests to run in the VM"
 say "packages in the VM: ${included[*]}"
 [ ${#left_out[@]} -eq 0 ] || say "left out: ${left_out[*]}"
@@ -240,7 +248,7 @@ say "packages in the VM: ${included[*]}"
 
 initrd=$work/initramfs.cpio
 (cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet -R 0:0) >"$initrd"
-say "kernel $(basename "$vmlinuz"), modules: ${order[*]}, initramfs $(( $(stat -c %s "$initrd") >> 20 )) MiB; prepared in $(( $(date +%s) - t0 ))s"
+say "kernel $kpkg ($(basename "$boot_kernel")), modules: ${order[*]}, initramfs $(( $(stat -c %s "$initrd") >> 20 )) MiB; prepared in $(( $(date +%s) - t0 ))s"
 
 # --- the VM ----------------------------------------------------------------
 log=$cache/console.log
@@ -260,7 +268,7 @@ trap 'exit 130' INT TERM
 
 # timeout(1) is a backstop should this script itself be killed; the loop
 # below enforces the limit and says so.
-timeout -k 10 $((timeout_s + 30)) qemu-system-x86_64 \
+timeout -k 10 $((timeout_s + 30)) "$qemu" \
   -accel tcg,thread=multi -cpu "${VMTEST_CPU:-max}" -m "$mem" -smp "$smp" \
   -nodefaults -display none -no-reboot -monitor none \
   -serial "file:$log" \
@@ -302,7 +310,7 @@ fi
 case "$result" in
   *": PASS rc=0")
     echo "vmtest: $passed passed, $failed failed, $skipped skipped"
-    say "PASS on $(basename "$vmlinuz"): ${included[*]}"
+    say "PASS on $kpkg: ${included[*]}"
     ;;
   *": FAIL "*)
     echo "vmtest: $passed passed, $failed failed, $skipped skipped"
