@@ -92,8 +92,8 @@ type Timeline struct {
 	first int64
 }
 
-// Hops returns the timeline's hops between consecutive observed stages of
-// expected (all stages if expected is 0).
+// hops calls fn for each hop between consecutive stages of expected that
+// were both observed; with expected 0, between consecutive observed stages.
 func (t *Timeline) hops(expected stageSet, fn func(name string, a, b Stage, d int64)) {
 	prev := Stage(-1)
 	for s := Stage(0); s < NumStages; s++ {
@@ -101,7 +101,9 @@ func (t *Timeline) hops(expected stageSet, fn func(name string, a, b Stage, d in
 			continue
 		}
 		if t.At[s] == 0 {
-			prev = -2 // a gap: the next hop would span two
+			if expected != 0 {
+				prev = -2 // a gap: the next hop would span two
+			}
 			continue
 		}
 		if prev >= 0 {
