@@ -261,6 +261,16 @@ func (r *Resolver) Resolve(pod *corev1.Pod) (t Target, watch bool) {
 	return t, true
 }
 
+// alive reports whether a resolved target's process still runs in its
+// namespace: then a resync need not resolve its pod again.
+func (r *Resolver) alive(t Target) bool {
+	if t.ProxyPID == 0 || t.NetnsPath == "" {
+		return false
+	}
+	_, err := os.Readlink(t.NetnsPath)
+	return err == nil
+}
+
 func (r *Resolver) cgroup(p Process, id ContainerID) string {
 	return HostCgroupPath(r.ProcRoot, r.CgroupRoots, p.Cgroup(id))
 }

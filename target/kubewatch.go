@@ -43,7 +43,13 @@ type Watcher struct {
 	mu      sync.Mutex
 	apiErr  error
 	synced  func() bool
-	watched map[types.UID]bool
+	watched map[types.UID]resolved
+}
+
+// resolved is what a pod resolved to, at which version of the pod.
+type resolved struct {
+	version string
+	target  Target
 }
 
 // NewWatcher returns a watcher for the options (see KubeOptions.Check).
@@ -52,7 +58,7 @@ func NewWatcher(client kubernetes.Interface, opts KubeOptions, r *Resolver) (*Wa
 		return nil, err
 	}
 	sel, _ := labels.Parse(opts.Selector)
-	return &Watcher{client: client, opts: opts, selector: sel, resolver: r, Resync: 10 * time.Second, watched: map[types.UID]bool{}}, nil
+	return &Watcher{client: client, opts: opts, selector: sel, resolver: r, Resync: 10 * time.Second, watched: map[types.UID]resolved{}}, nil
 }
 
 // APIStatus reports whether the pod list has been received at least once,
@@ -126,18 +132,26 @@ func (w *Watcher) Run(ctx context.Context, handle func(PodEvent)) {
 		if !deleted && !w.matches(pod) {
 			deleted = true
 		}
+		w.mu.Lock()
+		prev, was := w.watched[pod.UID]
+		w.mu.Unlock()
 		var t Target
 		if !deleted {
-			var watch bool
-			t, watch = w.resolver.Resolve(pod)
-			deleted = !watch
+			if was && prev.version == pod.ResourceVersion && prev.target.Unattributable == "" && w.resolver.alive(prev.target) {
+				// A resync of an unchanged pod whose proxy still runs:
+				// spare the /proc scan.
+				t = prev.target
+			} else {
+				var watch bool
+				t, watch = w.resolver.Resolve(pod)
+				deleted = !watch
+			}
 		}
 		w.mu.Lock()
-		was := w.watched[pod.UID]
 		if deleted {
 			delete(w.watched, pod.UID)
 		} else {
-			w.watched[pod.UID] = true
+			w.watched[pod.UID] = resolved{version: pod.ResourceVersion, target: t}
 		}
 		w.mu.Unlock()
 		if deleted && !was {
