@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +35,7 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		gobin, err := exec.LookPath("go")
 		if err != nil {
-			gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+			gobin = "/usr/local/go/bin/go" // where the Makefile expects it
 		}
 		hopscopeBin = filepath.Join(dir, "hopscope")
 		cmd := exec.Command(gobin, "build", "-o", hopscopeBin, "github.com/hopscope/hopscope/cmd/hopscope")

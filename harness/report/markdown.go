@@ -61,13 +61,6 @@ func signedStat(s bench.Stat) string {
 	return signedMs(s.Mean) + " ± " + ms(s.SD)
 }
 
-func pooledAt(c *bench.Cell, key string) (int64, bool) {
-	if c == nil || c.Pooled == nil {
-		return 0, false
-	}
-	return c.Pooled.At(key)
-}
-
 // ci returns the cell's preferred interval for key and its method's short
 // name: the bootstrap over runs where there are enough runs, else the
 // order statistic.
