@@ -15,8 +15,9 @@ import (
 )
 
 // Source is one thing to measure: a cgroup (relative to the hierarchy root,
-// or absolute under /sys/fs/cgroup), or, when Cgroup is empty, the process
-// PID through /proc (one process, not its children; labelled "proc").
+// or absolute under /sys/fs/cgroup), or, when Cgroup is empty or cannot be
+// read, the process PID through /proc (one process, not its children;
+// labelled "proc", with the cgroup's error under Absent["cgroup"]).
 type Source struct {
 	Name   string `json:"name"`
 	Cgroup string `json:"cgroup,omitempty"`
@@ -99,7 +100,18 @@ func (s *Sampler) Add(src Source) error {
 		}
 		if err := t.openCgroup(h); err != nil {
 			t.close()
-			return err
+			if src.PID <= 0 {
+				return err
+			}
+			// The cgroup cannot be read but the process can: fall back
+			// to /proc, saying why.
+			t = newTracker(src)
+			t.keep = !s.cfg.NoSeries
+			if perr := t.openProc(); perr != nil {
+				t.close()
+				return fmt.Errorf("%w; and /proc: %v", err, perr)
+			}
+			t.markAbsent("cgroup", err.Error()+": sampled /proc/PID instead")
 		}
 	case src.PID > 0:
 		if err := t.openProc(); err != nil {

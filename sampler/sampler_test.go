@@ -414,6 +414,17 @@ func TestProcFallback(t *testing.T) {
 	if r.OOMEvents != nil || r.Absent["oom_events"] == "" {
 		t.Errorf("oom_events %v: want absent for a process", r.OOMEvents)
 	}
+
+	// A cgroup that cannot be read, with a PID: /proc, saying why.
+	s = New(Config{})
+	if err := s.Add(Source{Name: "q", Cgroup: "/hopscope-test-sampler-nonexistent", PID: cmd.Process.Pid}); err != nil {
+		t.Fatal(err)
+	}
+	s.Start(context.Background())
+	r, _ = s.Stop().Get("q")
+	if r.Kind != "proc" || !strings.Contains(r.Absent["cgroup"], "/hopscope-test-sampler-nonexistent") {
+		t.Errorf("kind %q, absent[cgroup] %q: want proc, and the cgroup's error", r.Kind, r.Absent["cgroup"])
+	}
 }
 
 // TestVM: inside the second-kernel VM (HOPSCOPE_VM=1) the host must be pure
