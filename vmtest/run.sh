@@ -27,10 +27,10 @@ set -eu -o pipefail
 # A package is included only when it exists and has tests. Emulation is
 # slow (TCG): keep these to the tests that need this kernel.
 PACKAGES='
-./vmtest/guest||120s
+./vmtest/guest||60s
 ./spawn||60s
-./probe||300s
-./sampler||240s
+./probe||240s
+./sampler||180s
 '
 # Kernel modules to load, dependencies are added (and loaded first).
 # xfrm_user and nfnetlink: netlink.NewHandleAt(ns) with no families opens
@@ -309,8 +309,8 @@ if grep -aq 'Kernel panic - not syncing' "$log"; then
 fi
 case "$result" in
   *": PASS rc=0")
-    echo "vmtest: $passed passed, $failed failed, $skipped skipped"
     say "PASS on $kpkg: ${included[*]}"
+    echo "vmtest: $passed passed, $failed failed, $skipped skipped"
     ;;
   *": FAIL "*)
     echo "vmtest: $passed passed, $failed failed, $skipped skipped"
