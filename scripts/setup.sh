@@ -32,6 +32,7 @@ for what in "${@:-test}"; do
       need qemu-system-x86_64 qemu-system-x86
       need /bin/busybox busybox-static
       need cpio cpio
+      need xz xz-utils
       ;;
     *) echo "setup.sh: unknown part '$what' (want test, demo, generate or vmtest)" >&2; exit 2 ;;
   esac
