@@ -277,7 +277,27 @@ func Up(ctx context.Context, spec Spec) (l *Lab, err error) {
 			}
 		}
 	}
+	if err := l.checkPath(ctx); err != nil {
+		return l, err
+	}
 	return l, l.writeState()
+}
+
+// checkPath connects from the client pod to what it must reach in the
+// server pod, across the bridge.
+func (l *Lab) checkPath(ctx context.Context) error {
+	port := l.Spec.Ports.App
+	if l.Spec.Topology == Mesh {
+		port = l.Spec.Ports.Inbound
+	}
+	addr := fmt.Sprintf("%s:%d", l.server.IP(), port)
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c, err := l.client.Dial(dctx, addr)
+	if err != nil {
+		return fmt.Errorf("the client pod cannot reach the server pod at %s (%v): a host firewall may drop bridged traffic (br_netfilter with an iptables FORWARD policy of DROP, as Docker sets): sysctl -w net.bridge.bridge-nf-call-iptables=0, or accept traffic on bridge %s", addr, err, l.server.Bridge)
+	}
+	return c.Close()
 }
 
 // subnetFree fails if another lab's pods use the subnet's bridge.

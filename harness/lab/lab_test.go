@@ -516,3 +516,26 @@ func TestNotRoot(t *testing.T) {
 	}
 	assertGone(t, "hsl-nonroot")
 }
+
+// TestCheckPath: Up's last check, that the client pod reaches the server
+// pod across the bridge, fails with the likely cause and fix when nothing
+// answers (the kernel here cannot filter bridged traffic to simulate a host
+// firewall, so an unreachable port stands in for it).
+func TestCheckPath(t *testing.T) {
+	needRoot(t)
+	c := newTestPod(t, "hsl-cp-client", "198.19.248.2/24")
+	s := newTestPod(t, "hsl-cp-server", "198.19.248.3/24")
+	l := &Lab{Spec: Spec{Topology: Baseline, Ports: Ports{App: 8080}}, client: c, server: s}
+	err := l.checkPath(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "cannot reach") || !strings.Contains(err.Error(), "firewall") {
+		t.Errorf("nothing listening: %v", err)
+	}
+	ln, err := s.Listen(s.IP().String() + ":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := l.checkPath(context.Background()); err != nil {
+		t.Errorf("server listening: %v", err)
+	}
+}
