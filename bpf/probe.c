@@ -115,6 +115,21 @@ static __always_inline void emit(struct __sk_buff *skb, struct counters *c,
 	c->emitted++;
 }
 
+/* load copies len bytes at off (from skb->data) to to: straight from the
+ * linear head when they are there (headers almost always are), through
+ * bpf_skb_load_bytes otherwise. A helper call per header is a good part of
+ * the program's cost, so the direct path matters. */
+static __always_inline int load(struct __sk_buff *skb, __u32 off, void *to, const __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (off <= 128 && data + off + len <= data_end) {
+		__builtin_memcpy(to, data + off, len);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, to, len);
+}
+
 SEC("tc")
 int hopscope_tc(struct __sk_buff *skb)
 {
@@ -127,10 +142,20 @@ int hopscope_tc(struct __sk_buff *skb)
 	struct event h;
 	__u32 l4off, ip_len;
 	__u16 proto = bpf_ntohs((__u16)skb->protocol);
+	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
+		return TC_ACT_UNSPEC;
+
+	/* At TC, skb->data is the MAC header on Ethernet-like devices (veth,
+	 * lo) and the network header on L3 devices: tell them apart by the
+	 * EtherType where Ethernet's would be. */
+	__u32 l2 = 0;
+	__be16 ethertype;
+	if (load(skb, 12, &ethertype, 2) == 0 && ethertype == (__be16)skb->protocol)
+		l2 = 14;
 
 	if (proto == ETH_P_IP) {
 		struct iphdr ip;
-		if (bpf_skb_load_bytes_relative(skb, 0, &ip, sizeof(ip), BPF_HDR_START_NET))
+		if (load(skb, l2, &ip, sizeof(ip)))
 			return TC_ACT_UNSPEC;
 		if (ip.protocol != IPPROTO_TCP || (ip.ihl_version >> 4) != 4)
 			return TC_ACT_UNSPEC;
@@ -145,9 +170,9 @@ int hopscope_tc(struct __sk_buff *skb)
 		__builtin_memset(h.daddr, 0, sizeof(h.daddr));
 		__builtin_memcpy(h.saddr, &ip.saddr, 4);
 		__builtin_memcpy(h.daddr, &ip.daddr, 4);
-	} else if (proto == ETH_P_IPV6) {
+	} else {
 		struct ipv6hdr ip6;
-		if (bpf_skb_load_bytes_relative(skb, 0, &ip6, sizeof(ip6), BPF_HDR_START_NET))
+		if (load(skb, l2, &ip6, sizeof(ip6)))
 			return TC_ACT_UNSPEC;
 		/* extension headers are not followed: TCP must come first */
 		if (ip6.nexthdr != IPPROTO_TCP)
@@ -159,12 +184,10 @@ int hopscope_tc(struct __sk_buff *skb)
 		h.family = 6;
 		__builtin_memcpy(h.saddr, ip6.saddr, 16);
 		__builtin_memcpy(h.daddr, ip6.daddr, 16);
-	} else {
-		return TC_ACT_UNSPEC;
 	}
 
 	struct tcphdr tcp;
-	if (bpf_skb_load_bytes_relative(skb, l4off, &tcp, sizeof(tcp), BPF_HDR_START_NET))
+	if (load(skb, l2 + l4off, &tcp, sizeof(tcp)))
 		return TC_ACT_UNSPEC;
 	h.sport = bpf_ntohs(tcp.source);
 	h.dport = bpf_ntohs(tcp.dest);
@@ -177,13 +200,7 @@ int hopscope_tc(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC; /* a pure ACK: the correlator does not need it */
 	c->matched++;
 
-	/* The payload's offset from skb->data, which at TC is the MAC header
-	 * on Ethernet-like devices (veth, lo) and the network header on L3
-	 * devices: tell them apart by the EtherType where Ethernet's would be. */
-	__u32 payload_off = hdrs;
-	__be16 ethertype;
-	if (bpf_skb_load_bytes(skb, 12, &ethertype, 2) == 0 && ethertype == (__be16)skb->protocol)
-		payload_off += 14;
+	__u32 payload_off = l2 + hdrs;
 
 	h.ts_ns = bpf_ktime_get_ns();
 	h.point = point_id;

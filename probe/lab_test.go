@@ -31,6 +31,25 @@ var (
 // hopscopeBin builds the hopscope binary the lab runs in its pods.
 func hopscopeBin(t *testing.T) string {
 	t.Helper()
+	buildHopscope()
+	if binErr != nil {
+		if os.Getenv("HOPSCOPE_VM") == "1" {
+			t.Skipf("lab tests need a hopscope binary: %v", binErr)
+		}
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+func hopscopeBinB(b *testing.B) string {
+	buildHopscope()
+	if binErr != nil {
+		b.Fatal(binErr)
+	}
+	return binPath
+}
+
+func buildHopscope() {
 	binOnce.Do(func() {
 		if _, err := exec.LookPath("go"); err != nil {
 			binErr = fmt.Errorf("no go toolchain to build hopscope for the lab: %w", err)
@@ -47,13 +66,6 @@ func hopscopeBin(t *testing.T) string {
 			binErr = fmt.Errorf("build hopscope: %v\n%s", err, out)
 		}
 	})
-	if binErr != nil {
-		if os.Getenv("HOPSCOPE_VM") == "1" {
-			t.Skipf("lab tests need a hopscope binary: %v", binErr)
-		}
-		t.Fatal(binErr)
-	}
-	return binPath
 }
 
 type labRun struct {

@@ -1,0 +1,220 @@
+package probe
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/hopscope/hopscope/bpf"
+	"github.com/hopscope/hopscope/harness/lab"
+	"github.com/hopscope/hopscope/hist"
+)
+
+// benchRun measures prog's cost per packet with BPF_PROG_TEST_RUN in chunks
+// small enough for the ring, draining it (drain) between chunks so every
+// run takes the full reserve+submit path, never the ring-full shortcut.
+func benchRun(b *testing.B, prog *ebpf.Program, pkt []byte, drain func()) {
+	const chunk = 5000
+	var total time.Duration
+	runs := 0
+	b.ResetTimer()
+	for runs < b.N {
+		n := min(chunk, b.N-runs)
+		_, per, err := prog.Benchmark(pkt, n, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += per * time.Duration(n)
+		runs += n
+		b.StopTimer()
+		drain()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(total.Nanoseconds())/float64(runs), "ns/pkt")
+}
+
+// BenchmarkClassifier: the probe's per-packet cost next to the minimal
+// reserve+submit program, in the same run.
+func BenchmarkClassifier(b *testing.B) {
+	needRoot(b)
+	p, err := Start(context.Background(), Config{Ports: []uint16{8080}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	prog, err := p.att.loadProgram(7)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer prog.Close()
+	p.mu.Lock()
+	p.corr.addOwner(7, pointOwner{target: "bench", role: "server", kind: DevIngress, app: 8080})
+	p.mu.Unlock()
+	body := bytes.Repeat([]byte("x"), 200)
+	req := append([]byte("GET /?hsid=00000000000000a1 HTTP/1.1\r\nHost: bench\r\n\r\n"), body...)
+
+	var minObjs bpf.MinimalObjects
+	if err := bpf.LoadMinimalObjects(&minObjs, nil); err != nil {
+		b.Fatal(err)
+	}
+	defer minObjs.Close()
+	minRd, err := ringbuf.NewReader(minObjs.MinEvents)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer minRd.Close()
+	drainMin := func() {
+		minRd.SetDeadline(time.Now())
+		for {
+			if _, err := minRd.Read(); err != nil {
+				return
+			}
+		}
+	}
+	before, _ := p.Counters()
+	b.Run("minimal-reserve-submit", func(b *testing.B) {
+		benchRun(b, minObjs.MinimalTc, packet(false, 40000, 8080, 1, FlagACK, req), drainMin)
+	})
+	b.Run("probe-capture128", func(b *testing.B) {
+		benchRun(b, prog, packet(false, 40000, 8080, 1, FlagACK, req), p.sync)
+	})
+	b.Run("probe-unwatched-port", func(b *testing.B) {
+		benchRun(b, prog, packet(false, 40000, 9090, 1, FlagACK, req), func() {})
+	})
+	b.Run("probe-pure-ack", func(b *testing.B) {
+		benchRun(b, prog, packet(false, 40000, 8080, 1, FlagACK, nil), func() {})
+	})
+	after, _ := p.Counters()
+	if after.Lost != before.Lost {
+		b.Errorf("%d events lost during the benchmark: it measured the ring-full path", after.Lost-before.Lost)
+	}
+}
+
+// BenchmarkFlood drives the classifier at fixed event rates for a second
+// each and reports what was read and dropped at each.
+func BenchmarkFlood(b *testing.B) {
+	needRoot(b)
+	p, err := Start(context.Background(), Config{Ports: []uint16{8080}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	prog, err := p.att.loadProgram(7)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer prog.Close()
+	ownPoint(p, 7)
+	pkt := packet(false, 40000, 8080, 1, FlagACK|FlagPSH, []byte("GET /?hsid=00000000000000a1 HTTP/1.1\r\nHost: x\r\n\r\n"))
+	for _, rate := range []int{200000, 400000, 800000, 1600000} {
+		b.Run(fmt.Sprintf("rate-%dk", rate/1000), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				p.Reset()
+				n := flood(b, prog, pkt, rate, time.Second)
+				r := p.Result()
+				b.ReportMetric(float64(n), "events")
+				b.ReportMetric(float64(r.Probe.Events), "read")
+				b.ReportMetric(float64(r.Probe.Drops), "drops")
+				if r.Probe.Events+r.Probe.Drops != uint64(n) {
+					b.Errorf("sent %d, read %d + dropped %d", n, r.Probe.Events, r.Probe.Drops)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkOverhead measures the client's latency at 2000 RPS through a
+// meshed lab (reference proxies) with the probe detached and attached, in
+// alternating windows of one run (HOPSCOPE_BENCH_WINDOW, default 10s; 3
+// pairs), and reports pooled p50/p99 of both and their differences.
+func BenchmarkOverhead(b *testing.B) {
+	needRoot(b)
+	window := 10 * time.Second
+	if v := os.Getenv("HOPSCOPE_BENCH_WINDOW"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			window = d
+		}
+	}
+	bin := hopscopeBinB(b)
+	lab.StateDir = filepath.Join(os.TempDir(), "hsp-lab-state")
+	name := "hsp-bench"
+	_ = lab.Cleanup(name)
+	ctx := context.Background()
+	l, err := lab.Up(ctx, lab.Spec{Name: name, Topology: lab.Mesh, Hopscope: bin,
+		Proxy:  lab.ProxySpec{Name: "reference"},
+		Subnet: netip.MustParsePrefix("198.19.251.0/24"), CgroupRoot: "/hopscope-test-probe"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { l.Down(); lab.Cleanup(name) }()
+	load := func() (*hdrhistogram.Histogram, error) {
+		out := filepath.Join(b.TempDir(), "load.json")
+		if _, err := l.RunInClient(ctx, []string{bin, "load", "-q", "--rate", "2000", "--duration", window.String(),
+			"--warmup", "1s", "-c", "16", "--json", out, l.URL()}); err != nil {
+			return nil, err
+		}
+		raw, err := os.ReadFile(out)
+		if err != nil {
+			return nil, err
+		}
+		var r struct {
+			Latency hist.Encoded `json:"latency_hist"`
+			Errors  int64        `json:"errors"`
+		}
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return nil, err
+		}
+		if r.Errors > 0 {
+			return nil, fmt.Errorf("%d load errors", r.Errors)
+		}
+		return r.Latency.H, nil
+	}
+	for i := 0; i < b.N; i++ {
+		off, on := hist.New(), hist.New()
+		var drops, events uint64
+		for pair := 0; pair < 3; pair++ {
+			h, err := load()
+			if err != nil {
+				b.Fatal(err)
+			}
+			off.Merge(h)
+			p, err := Start(ctx, Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, tg := range l.Targets() {
+				if err := p.Attach(tg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			h, err = load()
+			r := p.Result()
+			p.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			on.Merge(h)
+			drops += r.Probe.Drops
+			events += r.Probe.Events
+		}
+		so, sa := hist.Summarize(off), hist.Summarize(on)
+		b.ReportMetric(float64(so.P50)/1e3, "detached-p50-µs")
+		b.ReportMetric(float64(sa.P50)/1e3, "attached-p50-µs")
+		b.ReportMetric(float64(so.P99)/1e3, "detached-p99-µs")
+		b.ReportMetric(float64(sa.P99)/1e3, "attached-p99-µs")
+		b.ReportMetric(float64(sa.P50-so.P50)/1e3, "Δp50-µs")
+		b.ReportMetric(float64(sa.P99-so.P99)/1e3, "Δp99-µs")
+		b.ReportMetric(float64(drops), "drops")
+		b.ReportMetric(float64(events), "events")
+	}
+}
