@@ -24,6 +24,7 @@ type httpConn struct {
 	g        *gen
 	nc       net.Conn
 	rc       syscall.RawConn
+	raw      bool // raw system calls (open loop, see raw.go)
 	br       *bufio.Reader
 	req      []byte // the request, with the ID's 16 hex digits at idAt
 	idAt     int
@@ -50,7 +51,8 @@ func (g *gen) dialHTTP() (*httpConn, error) {
 		nc.Close()
 		return nil, err
 	}
-	c := &httpConn{g: g, nc: nc, rc: rc, br: bufio.NewReaderSize(rawConnReader{rc}, 16<<10)}
+	raw := !g.cfg.ClosedLoop
+	c := &httpConn{g: g, nc: nc, rc: rc, raw: raw, br: bufio.NewReaderSize(rawConnReader{rc, raw}, 16<<10)}
 	c.req, c.idAt = g.httpRequest()
 	go c.readLoop()
 	return c, nil
@@ -88,7 +90,7 @@ func (c *httpConn) launch(j *job) {
 		p[k] = hexdigits[id&0xf]
 		id >>= 4
 	}
-	if err := writeAll(c.rc, c.req); err != nil {
+	if err := writeAll(c.rc, c.req, c.raw); err != nil {
 		c.writeErr.Store(true)
 		c.nc.Close() // the reader finishes j with a write error
 	}
@@ -182,18 +184,17 @@ func readResponse(br *bufio.Reader) (status int, closeConn bool, err error) {
 		name, val := h[:colon], bytes.TrimSpace(h[colon+1:])
 		switch {
 		case asciiEqualFold(name, "content-length"):
-			n, perr := strconv.ParseInt(string(val), 10, 64)
-			if perr != nil || n < 0 {
+			n, ok := parseDecimal(val)
+			if !ok {
 				return status, false, fmt.Errorf("%w: Content-Length %q", errProtocol, val)
 			}
 			length = n
 		case asciiEqualFold(name, "transfer-encoding"):
-			chunked = bytes.Contains(bytes.ToLower(val), []byte("chunked"))
+			chunked = containsFold(val, "chunked")
 		case asciiEqualFold(name, "connection"):
-			v := bytes.ToLower(val)
-			if bytes.Contains(v, []byte("close")) {
+			if containsFold(val, "close") {
 				closeConn = true
-			} else if bytes.Contains(v, []byte("keep-alive")) {
+			} else if containsFold(val, "keep-alive") {
 				closeConn = false
 			}
 		}
@@ -246,7 +247,37 @@ func discardChunked(br *bufio.Reader) error {
 	}
 }
 
-func trim(b []byte) []byte { return bytes.TrimRight(b, "\r\n") }
+func trim(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// parseDecimal parses a non-negative decimal without allocating.
+func parseDecimal(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// containsFold reports whether b contains lower, ignoring ASCII case.
+func containsFold(b []byte, lower string) bool {
+	for i := 0; i+len(lower) <= len(b); i++ {
+		if asciiEqualFold(b[i:i+len(lower)], lower) {
+			return true
+		}
+	}
+	return false
+}
 
 func asciiEqualFold(b []byte, lower string) bool {
 	if len(b) != len(lower) {

@@ -226,8 +226,8 @@ func (g *gen) closedLoop(ctx context.Context, t0 int64) {
 // nextClosed makes the next closed-loop job, due now. g.mu held.
 func (g *gen) nextClosed() *job {
 	i := g.seq.Add(1) - 1
-	now := clock.Now()
-	j := &job{id: g.idBase | i, due: now, measured: now >= g.measureAt}
+	now := clock.Now() // assign sets sent = due from this
+	j := &job{id: g.idBase | i, due: now, sent: now, measured: now >= g.measureAt}
 	if j.measured {
 		g.rec.issued()
 	}
@@ -237,7 +237,9 @@ func (g *gen) nextClosed() *job {
 // assign makes j c's current job. g.mu held.
 func (g *gen) assign(c conn, j *job) {
 	g.inflight++
-	j.sent = clock.Now()
+	if !g.cfg.ClosedLoop {
+		j.sent = clock.Now()
+	}
 	c.current().Store(j)
 }
 

@@ -17,30 +17,45 @@ import (
 // writes on a non-blocking socket return at once, so a raw call never holds
 // its P for long.
 
-// rawRead reads what is there into p.
-func rawRead(fd uintptr, p []byte) (int, syscall.Errno) {
+// In a closed loop the process is never idle, sysmon never sleeps, and raw
+// calls only cost: a thread preempted inside one holds its P, where
+// entersyscall would let another thread run the other connections.
+
+// sysRead reads what is there into p.
+func sysRead(fd uintptr, p []byte, raw bool) (int, syscall.Errno) {
 	if len(p) == 0 {
 		return 0, 0
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	call := unix.Syscall
+	if raw {
+		call = unix.RawSyscall
+	}
+	n, _, e := call(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	return int(n), e
 }
 
-// rawWrite writes what it can of p.
-func rawWrite(fd uintptr, p []byte) (int, syscall.Errno) {
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+// sysWrite writes what it can of p.
+func sysWrite(fd uintptr, p []byte, raw bool) (int, syscall.Errno) {
+	call := unix.Syscall
+	if raw {
+		call = unix.RawSyscall
+	}
+	n, _, e := call(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	return int(n), e
 }
 
 // rawConnReader is an io.Reader over a RawConn.
-type rawConnReader struct{ rc syscall.RawConn }
+type rawConnReader struct {
+	rc  syscall.RawConn
+	raw bool
+}
 
 func (r rawConnReader) Read(p []byte) (int, error) {
 	var n int
 	var errno syscall.Errno
 	err := r.rc.Read(func(fd uintptr) bool {
 		for {
-			n, errno = rawRead(fd, p)
+			n, errno = sysRead(fd, p, r.raw)
 			if errno != unix.EINTR {
 				return errno != unix.EAGAIN
 			}
@@ -59,11 +74,11 @@ func (r rawConnReader) Read(p []byte) (int, error) {
 
 // writeAll writes p through rc, waiting on the poller if the socket buffer
 // is full.
-func writeAll(rc syscall.RawConn, p []byte) error {
+func writeAll(rc syscall.RawConn, p []byte, raw bool) error {
 	var errno syscall.Errno
 	err := rc.Write(func(fd uintptr) bool {
 		for len(p) > 0 {
-			n, e := rawWrite(fd, p)
+			n, e := sysWrite(fd, p, raw)
 			switch e {
 			case 0:
 				p = p[n:]

@@ -31,7 +31,7 @@ type recorder struct {
 	finishedN  int64
 	ok, errs   int64
 	byClass    map[string]int64
-	status     map[int]int64
+	status     [1200]int64 // HTTP status, gRPC 1000+code
 	lastDone   int64
 	clamped    int64
 	rw         *reqid.RecordWriter
@@ -49,7 +49,7 @@ func newRecorder(cfg Config, wall0 time.Time, mono0 int64) (*recorder, error) {
 	r := &recorder{
 		closed: cfg.ClosedLoop, wall0: wall0, mono0: mono0,
 		ilat: hist.New(), svc: hist.New(), lag: hist.New(), tlat: hist.New(), spare: hist.New(),
-		byClass: map[string]int64{}, status: map[int]int64{}, rotateFrom: mono0,
+		byClass: map[string]int64{}, rotateFrom: mono0,
 	}
 	if cfg.Records != nil {
 		rw, err := reqid.NewRecordWriter(cfg.Records)
@@ -95,7 +95,7 @@ func (r *recorder) finish(j *job, first, done int64, status int, class, msg stri
 	if done > r.lastDone {
 		r.lastDone = done
 	}
-	if status != 0 {
+	if status > 0 && status < len(r.status) {
 		r.status[status]++
 	}
 	if class == "" {
@@ -194,6 +194,9 @@ func (g *gen) result() (*Result, error) {
 		res.AchievedRPS = float64(r.finishedN) / (float64(stretched) / 1e9)
 	}
 	for code, n := range r.status {
+		if n == 0 {
+			continue
+		}
 		key := strconv.Itoa(code)
 		if g.t.Protocol == "grpc" {
 			key = grpcStatusKey(code)
