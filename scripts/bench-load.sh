@@ -9,6 +9,7 @@
 #   B. closed loop, client pinned to CPU 0 and nginx to CPU 1 (taskset):
 #      requests/s of hopscope --rate max vs fortio -qps 0.
 #   C. 200 req/s with the nginx worker SIGSTOPped for 1 s: latency p99.
+# Plus the machine's own timer jitter floor (a bare sleep loop) per rep.
 # Env: REPS=5 DUR=10 WARM=2 MAXDUR=8 CO_DUR=12 CO_AT=5 PORT=18090
 #      PRIO=10 (chrt -f priority for nginx and every client alike; 0: none)
 #      PEERS_BIN=/tmp/peers-work/bin (fortio, vegeta; go-installed if missing)
@@ -24,7 +25,7 @@ OUT=$REPO/results/bench/load
 WORK=$(mktemp -d /tmp/hsg-bench.XXXXXX)
 URL="http://127.0.0.1:$PORT/"
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.rus "$OUT"/*.out
+rm -f "$OUT"/*.json "$OUT"/*.rus "$OUT"/*.out "$OUT"/*.txt
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 [ -x "$HS" ] || "$GO" build -o "$HS" ./cmd/hopscope || exit 1
@@ -125,8 +126,25 @@ have() { case $1 in hopscope*) return 0;; *) [ -x "$PEERS_BIN/$1" ];; esac; }
 log "conditions: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), priority: ${RT[*]:-none}"
 echo "cpus=$(nproc) loadavg_start=\"$(cut -d' ' -f1-3 /proc/loadavg)\" prio=\"${RT[*]:-none}\" reps=$REPS dur=$DUR maxdur=$MAXDUR kernel=$(uname -r)" > "$OUT/conditions.txt"
 
+# The floor: how late a bare single-threaded sleep loop wakes here (500 µs
+# periods, same priority). No generator's send lag can beat it.
+cat > "$WORK/jitter.py" <<'PY'
+import json, sys, time
+P = 500_000; t0 = time.monotonic_ns() + P; lags = []
+for i in range(int(sys.argv[2])):
+    at = t0 + i * P
+    d = at - time.monotonic_ns()
+    if d > 0:
+        time.sleep(d / 1e9)
+    lags.append(time.monotonic_ns() - at)
+lags.sort(); n = len(lags)
+json.dump({"p50": lags[n // 2], "p99": lags[n * 99 // 100], "max": lags[-1]}, open(sys.argv[1], "w"))
+PY
+
 nginx_start || exit 1
 for rep in $(seq "$REPS"); do
+  log "A rep $rep: timer jitter floor"
+  "${RT[@]}" python3 "$WORK/jitter.py" "$OUT/jitter_$rep.txt" $((DUR * 2000))
   for tool in hopscope fortio vegeta hopscope-spin; do have $tool || continue
     log "A rep $rep: $tool at 2000 req/s for ${DUR}s"
     client $tool rate 2000 "$WARM" "$WORK/warm" ""
@@ -210,6 +228,10 @@ if "hopscope" in A and "vegeta" in A:
     print("Median p50 ratio hopscope/vegeta: %.2f" % statistics.median(pv))
 if "hopscope" in A:
     print("hopscope send-lag p99 per run (µs): %s" % ", ".join(fmt(r.get("lag99"), 0) for r in A["hopscope"]))
+jit = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, "jitter_*.txt")))]
+if jit:
+    print("Timer jitter floor (a bare sleep loop, 2000 wake-ups/s, same priority), p99 per run (µs): %s; max (µs): %s" % (
+        ", ".join("%.0f" % (j["p99"] / 1e3) for j in jit), ", ".join("%.0f" % (j["max"] / 1e3) for j in jit)))
 if "hopscope-spin" in A:
     print("hopscope --spin 20us send-lag p99 per run (µs): %s" % ", ".join(fmt(r.get("lag99"), 0) for r in A["hopscope-spin"]))
 B = load("max")
