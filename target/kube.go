@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
@@ -138,6 +140,35 @@ type Resolver struct {
 	AllPods     bool
 	// Links finds the pod device and host peer in a netns (PodLinks).
 	Links func(netnsPath string) (device, peer string, err error)
+
+	idx procIndex
+}
+
+// procIndex is one scan of /proc, indexed by container ID, shared by the
+// pods resolved within indexTTL: a node's pods cost one scan, not one each.
+type procIndex struct {
+	mu   sync.Mutex
+	at   time.Time
+	byID map[string][]Process
+	err  error
+}
+
+const (
+	indexTTL   = 200 * time.Millisecond
+	indexRetry = 20 * time.Millisecond // a miss rescans if the index is older
+)
+
+func (r *Resolver) processes(id ContainerID) ([]Process, error) {
+	x := &r.idx
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	scan := func() { x.byID, x.err = ScanContainers(r.ProcRoot); x.at = time.Now() }
+	if x.byID == nil || time.Since(x.at) > indexTTL {
+		scan()
+	} else if len(x.byID[id.ID]) == 0 && time.Since(x.at) > indexRetry {
+		scan() // the container may have started since
+	}
+	return x.byID[id.ID], x.err
 }
 
 // NewResolver returns a resolver for the options' sidecars and /proc.
@@ -299,7 +330,7 @@ func (r *Resolver) containerProcesses(pod *corev1.Pod, name string) ([]Process, 
 	if err != nil {
 		return nil, id, fmt.Errorf("container %s: %v", name, err)
 	}
-	procs, err := FindProcesses(r.ProcRoot, id)
+	procs, err := r.processes(id)
 	if err != nil {
 		return nil, id, fmt.Errorf("container %s: %v", name, err)
 	}

@@ -140,11 +140,67 @@ func ParseCgroupFile(data string) (unified string, v1 map[string]string, err err
 // directory in tests) for the processes of a container. It returns them in
 // PID order; none found is not an error (the container may not run yet).
 func FindProcesses(procRoot string, id ContainerID) ([]Process, error) {
+	var out []Process
+	err := scanProc(procRoot, func(data string) bool { return strings.Contains(data, id.ID) }, func(p Process) {
+		if p.names(id) {
+			out = append(out, p)
+		}
+	})
+	return out, err
+}
+
+// ScanContainers reads procRoot/*/cgroup once and indexes the processes by
+// the ID of the container whose cgroup they are in (64 hex digits, without
+// the runtime): one pass for every pod on the node.
+func ScanContainers(procRoot string) (map[string][]Process, error) {
+	out := map[string][]Process{}
+	err := scanProc(procRoot, nil, func(p Process) {
+		seen := map[string]bool{}
+		for _, path := range append([]string{p.Unified}, mapValues(p.V1)...) {
+			if id := containerOf(path); id != "" && !seen[id] {
+				seen[id] = true
+				out[id] = append(out[id], p)
+			}
+		}
+	})
+	return out, err
+}
+
+// containerOf returns the container ID a cgroup path names (see
+// cgroupNames), or "".
+func containerOf(path string) string {
+	elems := strings.Split(path, "/")
+	for i := len(elems) - 1; i >= 0 && i >= len(elems)-2; i-- {
+		e := elems[i]
+		for _, pre := range []string{"cri-containerd-", "crio-"} {
+			if strings.HasPrefix(e, pre) {
+				e = strings.TrimSuffix(strings.TrimPrefix(e, pre), ".scope")
+				break
+			}
+		}
+		if len(e) == 64 && isLowerHexString(e) && cgroupNames(path, ContainerID{ID: e}) {
+			return e
+		}
+	}
+	return ""
+}
+
+func mapValues(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// scanProc parses the cgroup file of every process under procRoot that
+// filter keeps (nil keeps all) and visits them in PID order.
+func scanProc(procRoot string, filter func(data string) bool, visit func(Process)) error {
 	ents, err := os.ReadDir(procRoot)
 	if err != nil {
-		return nil, fmt.Errorf("scan %s: %w", procRoot, err)
+		return fmt.Errorf("scan %s: %w", procRoot, err)
 	}
-	var out []Process
+	var procs []Process
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid <= 0 {
@@ -154,20 +210,20 @@ func FindProcesses(procRoot string, id ContainerID) ([]Process, error) {
 		if err != nil {
 			continue // exited meanwhile, or a kernel thread we may not read
 		}
-		if !strings.Contains(string(data), id.ID) { // cheap filter before parsing
+		if filter != nil && !filter(string(data)) { // cheap, before parsing
 			continue
 		}
 		unified, v1, err := ParseCgroupFile(string(data))
 		if err != nil {
 			continue
 		}
-		p := Process{PID: pid, Unified: unified, V1: v1}
-		if p.names(id) {
-			out = append(out, p)
-		}
+		procs = append(procs, Process{PID: pid, Unified: unified, V1: v1})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
-	return out, nil
+	sort.Slice(procs, func(i, j int) bool { return procs[i].PID < procs[j].PID })
+	for _, p := range procs {
+		visit(p)
+	}
+	return nil
 }
 
 func (p Process) names(id ContainerID) bool {

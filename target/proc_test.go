@@ -137,3 +137,40 @@ func TestHostCgroupPath(t *testing.T) {
 		}
 	}
 }
+
+// TestScanContainersMatchesFindProcesses: the one-pass index finds what the
+// per-container scan finds, on the same fixtures.
+func TestScanContainersMatchesFindProcesses(t *testing.T) {
+	root := t.TempDir()
+	files := map[string]string{
+		"11": "0::/kubepods.slice/kubepods-burstable.slice/x.slice/cri-containerd-" + idA + ".scope\n",
+		"12": "4:memory:/kubepods/burstable/poda/" + idA + "\n0::/\n",
+		"21": "0::/kubepods.slice/y.slice/crio-" + idB + ".scope/container\n",
+		"22": "0::/kubepods.slice/y.slice/crio-conmon-" + idB + ".scope\n",
+		"23": "3:cpuacct:/kubepods/besteffort/podb/crio-" + idB + "\n",
+		"31": "0::/system.slice/sshd.service\n",
+	}
+	for pid, c := range files {
+		os.MkdirAll(filepath.Join(root, pid), 0o755)
+		os.WriteFile(filepath.Join(root, pid, "cgroup"), []byte(c), 0o644)
+	}
+	idx, err := ScanContainers(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idx) != 2 {
+		t.Errorf("index has %d containers, want 2: %v", len(idx), idx)
+	}
+	for _, id := range []ContainerID{{"containerd", idA}, {"cri-o", idB}} {
+		want, _ := FindProcesses(root, id)
+		got := idx[id.ID]
+		if len(got) != len(want) {
+			t.Fatalf("%s: index %v, scan %v", id.Runtime, got, want)
+		}
+		for i := range got {
+			if got[i].PID != want[i].PID {
+				t.Errorf("%s: index pid %d, scan pid %d", id.Runtime, got[i].PID, want[i].PID)
+			}
+		}
+	}
+}
