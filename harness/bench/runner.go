@@ -244,6 +244,15 @@ func (r *Runner) runOne(ctx context.Context, cfg Config, spec RunSpec, out strin
 	if err != nil {
 		run.ClientError = err.Error()
 	}
+	if res != nil {
+		// hist.Encoded cannot marshal a missing histogram: an empty one
+		// says the same (count 0).
+		for _, e := range []*hist.Encoded{&res.LatencyHist, &res.ServiceTimeHist} {
+			if e.H == nil {
+				e.H = hist.New()
+			}
+		}
+	}
 	run.Client = res
 	teardown := time.Now()
 	for _, o := range r.Observers {
