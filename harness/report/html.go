@@ -35,6 +35,13 @@ pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:12px}
 		fmt.Fprintf(&b, "<h3>%d RPS</h3>\n", rate)
 		b.WriteString(percentileChart(e, rate))
 	}
+	if base := baselineName(e); base != "" && len(proxies(e)) > 0 {
+		b.WriteString("<h2>Latency added over baseline</h2>\n<p class=\"note\">Pooled percentile of each proxy minus baseline's, with the 95% interval of the difference. The tail above p99 is left out: in short runs it is a handful of samples.</p>\n")
+		for _, rate := range e.Config.RatesRPS {
+			fmt.Fprintf(&b, "<h3>%d RPS</h3>\n", rate)
+			b.WriteString(addedChart(e, rate))
+		}
+	}
 	if s := hopCharts(e); s != "" {
 		b.WriteString("<h2>Where the time goes</h2>\n<p class=\"note\">Median of each hop, stacked, next to the client's median (the black mark). Medians do not add exactly; the gap is the client's own time and what no hop covers.</p>\n")
 		b.WriteString(s)
@@ -312,4 +319,83 @@ func niceTicks(max float64) []float64 {
 			return out
 		}
 	}
+}
+
+// addedKeys are the percentiles the added-latency chart shows.
+var addedKeys = []string{"p50", "p75", "p90", "p99"}
+
+// addedChart draws, per percentile, one bar per proxy: its pooled added
+// latency, with the interval as a whisker.
+func addedChart(e *bench.Experiment, rate int) string {
+	type bar struct {
+		name, color string
+		v, lo, hi   []float64 // ms per addedKeys; NaN absent
+	}
+	var bars []bar
+	minV, maxV := 0.0, 0.0
+	for i, s := range e.Config.Scenarios {
+		c := e.Cell(s.Name, rate)
+		if s.IsBaseline() || c == nil || c.Added == nil {
+			continue
+		}
+		br := bar{name: s.Name, color: palette[i%len(palette)]}
+		for _, k := range addedKeys {
+			v := float64(c.Added.Pooled[k]) / 1e6
+			lo, hi := math.NaN(), math.NaN()
+			if iv, ok := c.Added.PooledCI[k]; ok {
+				lo, hi = float64(iv.Lo)/1e6, float64(iv.Hi)/1e6
+				minV, maxV = math.Min(minV, lo), math.Max(maxV, hi)
+			}
+			minV, maxV = math.Min(minV, v), math.Max(maxV, v)
+			br.v, br.lo, br.hi = append(br.v, v), append(br.lo, lo), append(br.hi, hi)
+		}
+		bars = append(bars, br)
+	}
+	if len(bars) == 0 {
+		return "<p class=\"note\">No proxy has valid runs at this rate.</p>\n"
+	}
+	const w, h, left, right, top, bottom = 760, 300, 70, 150, 20, 40
+	// One step for both sides of zero.
+	step := niceTicks(math.Max(maxV-minV, 1e-3))[1]
+	yMax := math.Max(step, math.Ceil(maxV/step-1e-9)*step)
+	yMin := math.Min(0, math.Floor(minV/step+1e-9)*step)
+	var ticks []float64
+	for t := yMin; t <= yMax+step/2; t += step {
+		ticks = append(ticks, math.Round(t/step)*step)
+	}
+	pw, ph := float64(w-left-right), float64(h-top-bottom)
+	y := func(v float64) float64 { return top + ph*(yMax-v)/(yMax-yMin) }
+	group := pw / float64(len(addedKeys))
+	bw := group * 0.8 / float64(len(bars))
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="added latency at %d RPS">`+"\n", w, h, w, h, rate)
+	for _, t := range ticks {
+		fmt.Fprintf(&b, `<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/><text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n",
+			left, w-right, y(t), y(t), left-6, y(t)+4, fmtMs(t))
+	}
+	fmt.Fprintf(&b, `<line class="axis" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>`+"\n", left, w-right, y(0), y(0))
+	fmt.Fprintf(&b, `<text x="14" y="%d" transform="rotate(-90 14 %d)" text-anchor="middle">added (ms)</text>`+"\n", top+int(ph/2), top+int(ph/2))
+	for ki, k := range addedKeys {
+		gx := left + group*float64(ki)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`, gx+group/2, h-bottom+16, k)
+		for bi, br := range bars {
+			x0 := gx + group*0.1 + bw*float64(bi)
+			v := br.v[ki]
+			y0, y1 := y(math.Max(v, 0)), y(math.Min(v, 0))
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %+.3f ms</title></rect>`,
+				x0, y0, bw*0.9, math.Max(y1-y0, 0.5), br.color, html.EscapeString(br.name), k, v)
+			if !math.IsNaN(br.lo[ki]) {
+				cx := x0 + bw*0.45
+				fmt.Fprintf(&b, `<line stroke="#333" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"/>`, cx, cx, y(br.lo[ki]), y(br.hi[ki]))
+			}
+		}
+		b.WriteString("\n")
+	}
+	for bi, br := range bars {
+		ly := top + 10 + bi*18
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n",
+			w-right+14, ly-10, br.color, w-right+32, ly, html.EscapeString(br.name))
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
 }

@@ -144,9 +144,10 @@ func TestHTMLSelfContained(t *testing.T) {
 	if counts["script"] != 0 {
 		t.Error("no scripts in the report")
 	}
-	// A percentile chart per rate, the hop chart and the resource chart.
-	if counts["svg"] != 4 {
-		t.Errorf("%d charts, want 4", counts["svg"])
+	// A percentile chart and an added-latency chart per rate, the hop
+	// chart and the resource chart.
+	if counts["svg"] != 6 {
+		t.Errorf("%d charts, want 6", counts["svg"])
 	}
 	// One line per scenario in each percentile chart.
 	if counts["polyline"] != 2*3 {
