@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"os"
 	"runtime"
@@ -100,8 +101,9 @@ type Pod struct {
 }
 
 // Pod makes a pod named name in namespace ns: a netns with eth0 (a veth
-// whose peer is in the test's namespace) and lo up, addresses
-// 198.19.(200+i).2/30 inside and .1 outside. hostNetwork pods get no netns.
+// whose peer is in the test's namespace) and lo up, with a /30 of
+// 198.19.0.0/16 (pod side .2 of it, host side .1). hostNetwork pods get no
+// netns.
 func (n *Node) Pod(ns, name string, hostNetwork bool) *Pod {
 	n.t.Helper()
 	i := n.pods
@@ -117,8 +119,13 @@ func (n *Node) Pod(ns, name string, hostNetwork bool) *Pod {
 	}
 	p.Netns = "/var/run/netns/" + n.netnsName(i)
 	p.HostDev = n.hostLink(i)
-	p.HostIP = net.IPv4(198, 19, byte(200+i), 1)
-	p.PodIP = net.IPv4(198, 19, byte(200+i), 2)
+	// A /30 per pod, in a /24 per node name, so that two packages' tests
+	// running at once (go test without -p 1) do not share subnets.
+	h := fnv.New32a()
+	h.Write([]byte(n.Name))
+	third := byte(100 + h.Sum32()%100) // 198.19.100-199: the lab and probe tests use 248 and up
+	p.HostIP = net.IPv4(198, 19, third, byte(4*i+1))
+	p.PodIP = net.IPv4(198, 19, third, byte(4*i+2))
 	if err := makeNetns(n.netnsName(i), p.HostDev, p.HostIP, p.PodIP); err != nil {
 		n.t.Fatalf("pod %s: %v", name, err)
 	}
