@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,7 +20,55 @@ import (
 // the namespace it names, says "attached" and waits to be killed.
 const childEnv = "HOPSCOPE_PROBE_TEST_CHILD"
 
+// noRootEnv makes the test binary try Start and print its error.
+const noRootEnv = "HOPSCOPE_PROBE_TEST_NOROOT"
+
+// TestNotRoot: without privileges Start fails with one line naming the
+// capabilities needed.
+func TestNotRoot(t *testing.T) {
+	needRoot(t) // to switch to an unprivileged user
+	// the go tool's build directory is root's alone: copy the binary out
+	dir, err := os.MkdirTemp("", "hsp-noroot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "probe.test")
+	raw, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, raw, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), noRootEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	got := strings.TrimSpace(string(out))
+	if got != ErrPrivileges.Error() {
+		t.Fatalf("unprivileged Start: %q, want %q", got, ErrPrivileges)
+	}
+	for _, c := range []string{"CAP_BPF", "CAP_NET_ADMIN"} {
+		if !strings.Contains(got, c) {
+			t.Errorf("message %q does not name %s", got, c)
+		}
+	}
+}
+
 func TestMain(m *testing.M) {
+	if os.Getenv(noRootEnv) != "" {
+		_, err := Start(context.Background(), Config{})
+		fmt.Println(err)
+		os.Exit(0)
+	}
 	if spec := os.Getenv(childEnv); spec != "" {
 		ns, dev, _ := strings.Cut(spec, ",")
 		p, err := Start(context.Background(), Config{Mode: Clsact})

@@ -472,6 +472,10 @@ func (c *correlator) h2Segment(f *flow, d *dirState, e *Event, req bool, st Stag
 		f.streams = map[uint32]*h2Stream{}
 	}
 	for pos < int(e.Len) {
+		if pos >= len(e.Data) {
+			d.known = false // the next frame starts beyond the capture
+			return
+		}
 		fr, ok := parseH2Frame(e.Data[pos:])
 		if ok && !expect && !plausibleH2(fr) {
 			ok = false // resynchronising: a segment's start must look like a frame

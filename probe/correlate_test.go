@@ -222,3 +222,18 @@ func TestGrpcIDCutByCapture(t *testing.T) {
 		t.Fatal("found an ID in a message cut before it")
 	}
 }
+
+// TestH2FrameBeyondCapture: a frame that runs past the captured prefix
+// (and a next frame starting beyond it) loses sync, never panics.
+func TestH2FrameBeyondCapture(t *testing.T) {
+	c := newTestCorrelator()
+	k := newConn(c, true)
+	k.capture = 64
+	big := make([]byte, 100)
+	k.send(true, 0, cat([]byte(h2Preface), frame(1, 4, 1, big), frame(0, 1, 1, grpcMsg(1))))
+	k.send(true, 0, cat(frame(1, 4, 3, nil), frame(0, 1, 3, grpcMsg(3))))
+	k.send(false, 0, frame(1, 5, 3, nil))
+	if c.health.Requests != 1 {
+		t.Errorf("health %+v: want stream 3 found after resynchronising", c.health)
+	}
+}

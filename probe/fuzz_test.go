@@ -68,6 +68,7 @@ func FuzzH2(f *testing.F) {
 func FuzzCorrelator(f *testing.F) {
 	f.Add(cat(get(1), []byte{0xff}, ok("x")), uint8(3), uint8(0))
 	f.Add(cat([]byte(h2Preface), frame(1, 4, 1, nil), frame(0, 1, 1, grpcMsg(9))), uint8(1), uint8(4))
+	f.Add(cat([]byte(h2Preface), frame(1, 4, 1, make([]byte, 100)), frame(0, 1, 1, grpcMsg(9))), uint8(63), uint8(0))
 	f.Fuzz(func(t *testing.T, b []byte, cuts uint8, flags uint8) {
 		c := newTestCorrelator()
 		k := newConn(c, flags&0x80 != 0)

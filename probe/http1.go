@@ -101,7 +101,10 @@ func parseH1Response(b []byte) (m h1Msg, ok bool) {
 // body is chunked from a header block.
 func h1Framing(hdr []byte) (cl int, chunked bool) {
 	cl = -1
-	for _, line := range bytes.Split(hdr, crlf)[1:] {
+	_, rest, _ := bytes.Cut(hdr, crlf) // skip the start line
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, crlf)
 		k, v, found := bytes.Cut(line, []byte(":"))
 		if !found {
 			continue

@@ -10,6 +10,7 @@ import (
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/hopscope/hopscope/bpf"
@@ -151,6 +152,9 @@ func Start(ctx context.Context, cfg Config) (*Probe, error) {
 	}
 	if err := checkKernel(); err != nil {
 		return nil, err
+	}
+	if _, err := btf.LoadKernelSpec(); err != nil {
+		cfg.Logf("probe: kernel BTF missing (%v): not needed, the classifier reads only its __sk_buff context", err)
 	}
 	spec, err := bpf.LoadProbe()
 	if err != nil {
