@@ -155,17 +155,21 @@ func podsOnBridge(bridge string) ([]string, error) {
 }
 
 // inCgroup reports whether pid is in the cgroup rel (any hierarchy).
-func inCgroup(pid int, rel string) bool {
+func inCgroup(pid int, rel string) bool { return cgroupCount(pid, rel) > 0 }
+
+// cgroupCount is the number of hierarchies in which pid is in rel.
+func cgroupCount(pid int, rel string) int {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
 	if err != nil {
-		return false
+		return 0
 	}
+	n := 0
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.SplitN(line, ":", 3); len(f) == 3 && f[2] == rel {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 func relabel(link, alias string) error {

@@ -107,6 +107,16 @@ func (p *Pod) Start(ctx context.Context, procName string, argv []string, opts Pr
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
+	// The trampoline joins the namespace and cgroups before it execs: wait
+	// for that, so whoever reads the cgroup next sees the process there.
+	uniq := map[string]bool{}
+	for _, d := range dirs {
+		uniq[d] = true
+	}
+	if err := pr.waitJoined(len(uniq), timeout); err != nil {
+		pr.Stop()
+		return nil, fmt.Errorf("pod %s: %s: %w", p.Name, procName, err)
+	}
 	if err := pr.waitReady(ctx, p.NetnsPath, opts.ReadyAddr, timeout); err != nil {
 		pr.Stop()
 		return nil, fmt.Errorf("pod %s: %s: %w", p.Name, procName, err)
@@ -152,6 +162,24 @@ func (pr *Proc) waitReady(ctx context.Context, nsPath, addr string, timeout time
 			return fmt.Errorf("not accepting on %s after %v: %v%s", addr, timeout, err, pr.logTail())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitJoined waits until the process is in its cgroup in n hierarchies.
+func (pr *Proc) waitJoined(n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cgroupCount(pr.PID, pr.Cgroup) >= n {
+			return nil
+		}
+		select {
+		case <-pr.done:
+			return pr.exitErr()
+		case <-time.After(2 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("did not join cgroup %s within %v", pr.Cgroup, timeout)
+		}
 	}
 }
 
