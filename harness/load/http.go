@@ -9,7 +9,6 @@ import (
 	"net"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/hopscope/hopscope/clock"
 	"github.com/hopscope/hopscope/reqid"
@@ -23,8 +22,7 @@ import (
 type httpConn struct {
 	g        *gen
 	nc       net.Conn
-	rc       syscall.RawConn
-	raw      bool // raw system calls (open loop, see raw.go)
+	w        *rawConnWriter // raw system calls in open loop (see raw.go); nil: nc.Write
 	br       *bufio.Reader
 	req      []byte // the request, with the ID's 16 hex digits at idAt
 	idAt     int
@@ -51,8 +49,14 @@ func (g *gen) dialHTTP() (*httpConn, error) {
 		nc.Close()
 		return nil, err
 	}
-	raw := !g.cfg.ClosedLoop
-	c := &httpConn{g: g, nc: nc, rc: rc, raw: raw, br: bufio.NewReaderSize(rawConnReader{rc, raw}, 16<<10)}
+	c := &httpConn{g: g, nc: nc}
+	if g.cfg.ClosedLoop {
+		// Never idle: the plain net.Conn calls are as cheap (see raw.go).
+		c.br = bufio.NewReaderSize(nc, 16<<10)
+	} else {
+		c.br = bufio.NewReaderSize(newRawConnReader(rc, true), 16<<10)
+		c.w = newRawConnWriter(rc, true)
+	}
 	c.req, c.idAt = g.httpRequest()
 	go c.readLoop()
 	return c, nil
@@ -90,7 +94,13 @@ func (c *httpConn) launch(j *job) {
 		p[k] = hexdigits[id&0xf]
 		id >>= 4
 	}
-	if err := writeAll(c.rc, c.req, c.raw); err != nil {
+	var err error
+	if c.w != nil {
+		err = c.w.writeAll(c.req)
+	} else {
+		_, err = c.nc.Write(c.req)
+	}
+	if err != nil {
 		c.writeErr.Store(true)
 		c.nc.Close() // the reader finishes j with a write error
 	}

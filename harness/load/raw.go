@@ -44,59 +44,91 @@ func sysWrite(fd uintptr, p []byte, raw bool) (int, syscall.Errno) {
 	return int(n), e
 }
 
-// rawConnReader is an io.Reader over a RawConn.
+// rawConnReader is an io.Reader over a RawConn. The callback handed to
+// RawConn.Read is bound once: a closure made per call would escape to the
+// heap on every read.
 type rawConnReader struct {
-	rc  syscall.RawConn
-	raw bool
+	rc    syscall.RawConn
+	raw   bool
+	p     []byte
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
 }
 
-func (r rawConnReader) Read(p []byte) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := r.rc.Read(func(fd uintptr) bool {
-		for {
-			n, errno = sysRead(fd, p, r.raw)
-			if errno != unix.EINTR {
-				return errno != unix.EAGAIN
-			}
+func newRawConnReader(rc syscall.RawConn, raw bool) *rawConnReader {
+	r := &rawConnReader{rc: rc, raw: raw}
+	r.fn = r.read
+	return r
+}
+
+func (r *rawConnReader) read(fd uintptr) bool {
+	for {
+		r.n, r.errno = sysRead(fd, r.p, r.raw)
+		if r.errno != unix.EINTR {
+			return r.errno != unix.EAGAIN
 		}
-	})
+	}
+}
+
+func (r *rawConnReader) Read(p []byte) (int, error) {
+	r.p = p
+	err := r.rc.Read(r.fn)
+	r.p = nil
 	switch {
 	case err != nil:
 		return 0, err
-	case errno != 0:
-		return 0, errno
-	case n == 0 && len(p) > 0:
+	case r.errno != 0:
+		return 0, r.errno
+	case r.n == 0 && len(p) > 0:
 		return 0, io.EOF
 	}
-	return n, nil
+	return r.n, nil
 }
 
-// writeAll writes p through rc, waiting on the poller if the socket buffer
-// is full.
-func writeAll(rc syscall.RawConn, p []byte, raw bool) error {
-	var errno syscall.Errno
-	err := rc.Write(func(fd uintptr) bool {
-		for len(p) > 0 {
-			n, e := sysWrite(fd, p, raw)
-			switch e {
-			case 0:
-				p = p[n:]
-			case unix.EINTR:
-			case unix.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
+// rawConnWriter writes whole buffers through a RawConn, waiting on the
+// poller when the socket buffer is full; its callback is bound once too.
+type rawConnWriter struct {
+	rc    syscall.RawConn
+	raw   bool
+	p     []byte
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func newRawConnWriter(rc syscall.RawConn, raw bool) *rawConnWriter {
+	w := &rawConnWriter{rc: rc, raw: raw}
+	w.fn = w.write
+	return w
+}
+
+func (w *rawConnWriter) write(fd uintptr) bool {
+	for len(w.p) > 0 {
+		n, e := sysWrite(fd, w.p, w.raw)
+		switch e {
+		case 0:
+			w.p = w.p[n:]
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			w.errno = e
+			return true
 		}
-		return true
-	})
+	}
+	return true
+}
+
+// writeAll writes p.
+func (w *rawConnWriter) writeAll(p []byte) error {
+	w.p, w.errno = p, 0
+	err := w.rc.Write(w.fn)
+	w.p = nil
 	if err != nil {
 		return err
 	}
-	if errno != 0 {
-		return errno
+	if w.errno != 0 {
+		return w.errno
 	}
 	return nil
 }

@@ -107,8 +107,8 @@ func (r *recorder) finish(j *job, first, done int64, status int, class, msg stri
 		if hist.Record(r.ilat, done-j.due) {
 			r.clamped++
 		}
-		hist.Record(r.svc, done-j.sent)
-		if !r.closed {
+		if !r.closed { // closed loop: due = sent, the service time is the latency
+			hist.Record(r.svc, done-j.sent)
 			hist.Record(r.lag, j.sent-j.due)
 		}
 	}
@@ -167,6 +167,9 @@ func (r *recorder) rotate(to int64) {
 
 func (g *gen) result() (*Result, error) {
 	r := g.rec
+	if g.cfg.ClosedLoop {
+		r.svc = hdrhistogram.Import(r.tlat.Export())
+	}
 	end := g.endAt.Load()
 	window := max(end-g.measureAt, 0)
 	stretched := window
@@ -182,13 +185,13 @@ func (g *gen) result() (*Result, error) {
 		ConnectionsOpened: g.opened.Load(), ConnectionsGrown: r.grewN.Load(), Delayed: r.delayedN.Load(),
 		WarmupNs: int64(g.cfg.Warmup), DurationNs: window,
 		Start: r.wall0, StartMonoNs: g.measureAt,
-		FirstID: g.idBase | firstMeasured(g.cfg, g.measureAt-int64(g.cfg.Warmup), g.measureAt),
 		Clamped: r.clamped,
 		Latency: hist.Summarize(r.tlat), ServiceTime: hist.Summarize(r.svc), SendLag: hist.Summarize(r.lag),
 		LatencyHist: hist.Encoded{H: r.tlat}, ServiceTimeHist: hist.Encoded{H: r.svc},
 	}
 	if !g.cfg.ClosedLoop {
 		res.RequestedRPS = g.cfg.Rate
+		res.FirstID = g.idBase | firstMeasured(g.cfg, g.measureAt-int64(g.cfg.Warmup), g.measureAt)
 	}
 	if stretched > 0 {
 		res.AchievedRPS = float64(r.finishedN) / (float64(stretched) / 1e9)
@@ -227,12 +230,8 @@ func (g *gen) result() (*Result, error) {
 }
 
 // firstMeasured is the sequence number of the first request due at or
-// after measureAt (open loop; closed loop IDs are in send order and the
-// first measured one is not known in advance: 0).
+// after measureAt (open loop).
 func firstMeasured(cfg Config, t0, measureAt int64) uint64 {
-	if cfg.ClosedLoop {
-		return 0
-	}
 	period := int64(math.Round(1e9 / cfg.Rate))
 	return uint64((measureAt - t0 + period - 1) / period)
 }

@@ -51,7 +51,7 @@ type Result struct {
 	Start       time.Time `json:"start"`         // wall clock at the start of the measured window
 	StartMonoNs int64     `json:"start_mono_ns"` // the same instant, CLOCK_MONOTONIC
 	Interrupted bool      `json:"interrupted"`
-	FirstID     uint64    `json:"first_id"` // ID of the first measured request; IDs rise by one per request
+	FirstID     uint64    `json:"first_id"` // open loop: ID of the first measured request; IDs rise by one per request (0 in closed loop)
 	Clamped     int64     `json:"clamped"`  // values outside 1 µs..60 s, counted at the edge
 
 	Latency     hist.Summary `json:"latency_ns"`      // from due time to the last byte of the response
