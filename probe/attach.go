@@ -339,8 +339,16 @@ func (a *attacher) release(at *attachment) error {
 }
 
 func (a *attacher) detachClsact(at *attachment) error {
+	qk := qdiscKey{at.key.ns, at.dev}
 	h, err := handleAt(at.netns)
 	if err != nil {
+		// the namespace is gone, and its devices, filters and qdiscs with
+		// it: forget them, so a new namespace reusing the inode starts clean
+		if use := a.qdiscs[qk]; use != nil {
+			if use.users--; use.users <= 0 {
+				delete(a.qdiscs, qk)
+			}
+		}
 		return err
 	}
 	defer h.Close()
@@ -348,7 +356,6 @@ func (a *attacher) detachClsact(at *attachment) error {
 	if err := h.FilterDel(at.flt); err != nil && !errors.Is(err, unix.ENOENT) {
 		errs = append(errs, fmt.Errorf("delete filter: %w", err))
 	}
-	qk := qdiscKey{at.key.ns, at.dev}
 	if use := a.qdiscs[qk]; use != nil {
 		use.users--
 		if use.users <= 0 {

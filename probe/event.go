@@ -98,7 +98,7 @@ func (p *Probe) read() {
 				p.corr.health.BadEvents++
 				continue
 			}
-			p.corr.observe(&ev)
+			p.observe(&ev)
 		}
 		if now := nowNs(); now-lastExp > int64(100*time.Millisecond) {
 			p.corr.expire(now)
@@ -137,4 +137,16 @@ func (p *Probe) read() {
 			}
 		}
 	}
+}
+
+// observe feeds the correlator, turning a parser bug into a counted error
+// instead of a crash of the process that hosts the probe (the node agent).
+func (p *Probe) observe(ev *Event) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.corr.health.ParseErrors++
+			p.cfg.Logf("probe: correlator panic on an event at point %d (counted as a parse error): %v", ev.Point, r)
+		}
+	}()
+	p.corr.observe(ev)
 }
