@@ -117,7 +117,7 @@ preset. Without --proxy: the reference proxy and every installed real proxy.`,
 
 			r := &bench.Runner{
 				Backend:   backend,
-				Observers: []bench.Observer{&bench.ProbeObserver{Mode: cfg.Probe}, &bench.SamplerObserver{}},
+				Observers: []bench.Observer{&bench.ProbeObserver{Mode: cfg.Probe, Join: cfg.JoinRecords()}, &bench.SamplerObserver{}},
 				Version:   version,
 				Render:    report.Write,
 				Log:       os.Stderr,

@@ -20,6 +20,9 @@ const (
 	ClientHlog     = "client.hlog"
 	HopsHlog       = "hops.hlog"
 	ResourcesCSV   = "resources.csv"
+	// RecordsFile is the load generator's per-request records, kept in the
+	// run directory only until the probe has joined them.
+	RecordsFile = "records.csv"
 )
 
 // Probe states of ProbeHealth.State.
@@ -39,6 +42,11 @@ type ProbeHealth struct {
 	Events    int64  `json:"events"`
 	Drops     int64  `json:"drops"`
 	Unmatched int64  `json:"unmatched"`
+	// Joined: requests whose timeline was paired with the load
+	// generator's record (client/send and client/recv); Unjoined: records
+	// or timelines without their other half.
+	Joined   int64 `json:"joined,omitempty"`
+	Unjoined int64 `json:"unjoined,omitempty"`
 	// Detail is the probe's own health document, as it gave it.
 	Detail json.RawMessage `json:"detail,omitempty"`
 }
@@ -258,8 +266,19 @@ func (e *Experiment) Cell(scenario string, rate int) *Cell {
 	return nil
 }
 
-// HopNames are the hops of DESIGN.md's hop model, in a request's order.
+// The client's own time, from joining the probe's timelines with the load
+// generator's records: the write issued to the first packet seen, and the
+// last packet seen to the first response byte read.
+const (
+	ClientSend = "client/send"
+	ClientRecv = "client/recv"
+)
+
+// HopNames are the hops of DESIGN.md's hop model, in a request's order,
+// between the client's own time at both ends.
 var HopNames = []string{
+	ClientSend,
 	"client-proxy/out", "network/req", "server-proxy/in", "app",
 	"server-proxy/out", "network/resp", "client-proxy/in",
+	ClientRecv,
 }

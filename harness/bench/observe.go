@@ -14,6 +14,7 @@ import (
 
 	"github.com/hopscope/hopscope/hist"
 	"github.com/hopscope/hopscope/probe"
+	"github.com/hopscope/hopscope/reqid"
 	"github.com/hopscope/hopscope/sampler"
 	"github.com/hopscope/hopscope/target"
 )
@@ -121,6 +122,13 @@ func joinNonEmpty(a, b string) string {
 type ProbeObserver struct {
 	Mode   string       // ProbeAuto, ProbeOn, ProbeOff
 	Config probe.Config // attach mode, capture size, ...
+	// Join pairs each request's timeline with the load generator's record
+	// of it (the run directory's records.csv, same CLOCK_MONOTONIC), adding
+	// the client's own time as the hops "client/send" (write issued to the
+	// first packet seen) and "client/recv" (last packet seen to the first
+	// response byte read). It keeps every timeline of a run in memory:
+	// Config.JoinRecords says when that is affordable.
+	Join bool
 
 	once     sync.Once
 	p        *probe.Probe
@@ -134,7 +142,9 @@ func (o *ProbeObserver) start() {
 	o.once.Do(func() {
 		// The probe lives for the experiment, not for the caller's
 		// context: after Ctrl-C the run in progress still reads it.
-		o.p, o.startErr = probe.Start(context.Background(), o.Config)
+		cfg := o.Config
+		cfg.KeepTimelines = cfg.KeepTimelines || o.Join
+		o.p, o.startErr = probe.Start(context.Background(), cfg)
 		if o.startErr != nil {
 			o.notes = append(o.notes, "probe: "+o.startErr.Error())
 		}
@@ -195,6 +205,9 @@ func (o *ProbeObserver) End(run *Run, dir string) {
 	if h.Error != "" {
 		run.Probe.State, run.Probe.Reason = ProbeStateFailed, h.Error
 	}
+	if o.Join {
+		o.join(run, &res, filepath.Join(dir, RecordsFile))
+	}
 	run.SetHopHists(res.Hists)
 	if len(res.Hists) == 0 {
 		run.Probe.Reason = joinNonEmpty(run.Probe.Reason, "no request was seen at every point of any hop")
@@ -202,6 +215,43 @@ func (o *ProbeObserver) End(run *Run, dir string) {
 	}
 	if err := writeHops(filepath.Join(dir, HopsHlog), res.Hists, o.begun, ended); err != nil {
 		run.Probe.Reason = joinNonEmpty(run.Probe.Reason, err.Error())
+	}
+}
+
+// WantsRecords tells the runner to have the load generator write its
+// per-request records.
+func (o *ProbeObserver) WantsRecords() bool { return o.Join && o.Mode != ProbeOff }
+
+// join adds the client's own time to the hops from the load generator's
+// records.
+func (o *ProbeObserver) join(run *Run, res *probe.Result, records string) {
+	f, err := os.Open(records)
+	if err != nil {
+		run.Probe.Reason = joinNonEmpty(run.Probe.Reason, "no join with the load records: "+err.Error())
+		return
+	}
+	defer f.Close()
+	recs, err := reqid.ReadRecords(f)
+	if err != nil {
+		run.Probe.Reason = joinNonEmpty(run.Probe.Reason, "load records: "+err.Error())
+	}
+	wfs, unjoined := probe.Join(res.Timelines, recs)
+	run.Probe.Joined, run.Probe.Unjoined = int64(len(wfs)), int64(unjoined)
+	if len(wfs) == 0 {
+		return
+	}
+	if res.Hists == nil {
+		res.Hists = probe.Hists{}
+	}
+	for _, name := range []string{ClientSend, ClientRecv} {
+		res.Hists[name] = hist.New()
+	}
+	for _, w := range wfs {
+		for _, seg := range w.Segments {
+			if h := res.Hists[seg.Name]; h != nil && (seg.Name == ClientSend || seg.Name == ClientRecv) {
+				hist.Record(h, seg.To-seg.From)
+			}
+		}
 	}
 }
 

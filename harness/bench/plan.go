@@ -234,6 +234,17 @@ func (c Config) Plan() []RunSpec {
 	return out
 }
 
+// JoinRecords says whether runs are short enough to keep every request's
+// timeline and record for the client-time join: at most 300,000 requests
+// per run (about 100 MB).
+func (c Config) JoinRecords() bool {
+	top := 0
+	for _, r := range c.RatesRPS {
+		top = max(top, r)
+	}
+	return float64(top)*time.Duration(c.Duration+c.Warmup).Seconds() <= 300_000
+}
+
 // LoadTime is the time the plan spends under load: every run's warm-up and
 // measured window, without the deployment's setup and teardown.
 func (c Config) LoadTime() time.Duration {

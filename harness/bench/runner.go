@@ -238,7 +238,12 @@ func (r *Runner) runOne(ctx context.Context, cfg Config, spec RunSpec, out strin
 	run.SetupNs = int64(time.Since(setup))
 	ls := LoadSpec{
 		RateRPS: spec.RateRPS, Duration: time.Duration(cfg.Duration), Warmup: time.Duration(cfg.Warmup),
-		JSON: filepath.Join(dir, "load.json"), Hlog: filepath.Join(dir, ClientHlog), Records: filepath.Join(dir, "records.csv"),
+		JSON: filepath.Join(dir, "load.json"), Hlog: filepath.Join(dir, ClientHlog),
+	}
+	for _, o := range r.Observers {
+		if w, ok := o.(interface{ WantsRecords() bool }); ok && w.WantsRecords() {
+			ls.Records = filepath.Join(dir, RecordsFile)
+		}
 	}
 	res, err := dep.Load(ctx, ls)
 	if err != nil {
@@ -265,7 +270,9 @@ func (r *Runner) runOne(ctx context.Context, cfg Config, spec RunSpec, out strin
 	// The load's JSON is in run.json's "client"; the records were for the
 	// probe's join. Neither is part of the results.
 	os.Remove(ls.JSON)
-	os.Remove(ls.Records)
+	if ls.Records != "" {
+		os.Remove(ls.Records)
+	}
 	finish()
 	return run, nil
 }

@@ -399,11 +399,11 @@ func writeHops(b *strings.Builder, e *bench.Experiment) {
 		b.WriteString("\n")
 	}
 	if !any {
-		b.WriteString("No hops were measured")
 		if why := probeAbsent(e); why != "" {
-			b.WriteString(": " + why)
+			b.WriteString("No hops were measured: " + why + ".\n\n")
+		} else {
+			b.WriteString("No valid proxy run has hops (see the runs left out).\n\n")
 		}
-		b.WriteString(".\n\n")
 	}
 }
 
