@@ -38,8 +38,7 @@ type grpcConn struct {
 func (g *gen) dialGRPC() (*grpcConn, error) {
 	cc, err := grpc.NewClient("passthrough:///"+g.t.Addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithAuthority(g.t.Host),
-		grpc.WithSharedWriteBuffer(true))
+		grpc.WithAuthority(g.t.Host))
 	if err != nil {
 		return nil, err
 	}
