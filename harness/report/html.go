@@ -43,7 +43,7 @@ pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:12px}
 		}
 	}
 	if s := hopCharts(e); s != "" {
-		b.WriteString("<h2>Where the time goes</h2>\n<p class=\"note\">Median of each hop, stacked, next to the client's median (the black mark). Medians do not add exactly; the gap is the client's own time and what no hop covers.</p>\n")
+		b.WriteString("<h2>Where the time goes</h2>\n<p class=\"note\">Median of each hop, stacked (client/send and client/recv: the load generator's own time, from joining its records), next to the client's median latency from the due time (the black mark). Medians do not add exactly; the rest of the gap is send lag and what no hop covers.</p>\n")
 		b.WriteString(s)
 	}
 	if s := resourceChart(e); s != "" {
@@ -201,18 +201,25 @@ func hopCharts(e *bench.Experiment) string {
 	}
 	ticks := niceTicks(maxV)
 	maxV = ticks[len(ticks)-1]
-	const w, left, right, barH, gap, top = 900, 150, 30, 18, 8, 30
+	const w, left, right, barH, gap = 900, 150, 30, 18, 8
+	// The legend wraps onto as many rows as it needs.
+	var legend strings.Builder
+	lx, ly := 10, 6
+	for i, name := range bench.HopNames {
+		iw := 13 + 7*len(name) + 14
+		if lx+iw > w {
+			lx, ly = 10, ly+18
+		}
+		fmt.Fprintf(&legend, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d">%s</text>`, lx, ly, palette[i%len(palette)], lx+13, ly+9, name)
+		lx += iw
+	}
+	top := ly + 24
 	h := top + len(rows)*(barH+gap) + 60
 	pw := float64(w - left - right)
 	x := func(v float64) float64 { return left + pw*v/maxV }
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="hop medians">`+"\n", w, h, w, h)
-	lx := 10
-	for i, name := range bench.HopNames {
-		fmt.Fprintf(&b, `<rect x="%d" y="6" width="10" height="10" fill="%s"/><text x="%d" y="15">%s</text>`, lx, palette[i%len(palette)], lx+13, name)
-		lx += 13 + 7*len(name) + 14
-	}
-	b.WriteString("\n")
+	b.WriteString(legend.String() + "\n")
 	for ri, r := range rows {
 		yy := top + ri*(barH+gap)
 		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`, left-6, yy+barH-5, html.EscapeString(r.label))
