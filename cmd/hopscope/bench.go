@@ -38,7 +38,7 @@ runs baseline, the reference proxy and every installed proxy once per rate
 preset. Without --proxy: the reference proxy and every installed real proxy.`,
 		Example: `  sudo hopscope bench --preset demo --out results/demo
   sudo hopscope bench --preset linkerd-2021 --proxy reference --proxy haproxy --out results/l2021
-  sudo hopscope bench --proxy nginx --proxy 'tiny=tinyproxy -l {{.Listen}} -u {{.Upstream}}' --rates 200 --duration 30s --runs 3 --out results/x`,
+  sudo hopscope bench --proxy nginx --proxy 'socat=socat TCP-LISTEN:{{.ListenPort}},bind={{.ListenHost}},fork,reuseaddr TCP:{{.Upstream}}' --rates 200 --duration 30s --runs 3 --out results/x`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if out == "" {
