@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -158,11 +157,8 @@ func (o *ProbeObserver) Begin(ctx context.Context, run *Run, targets []target.Ta
 	}
 	o.start()
 	if o.startErr != nil {
-		state := ProbeStateUnavailable
-		if !errors.Is(o.startErr, probe.ErrPrivileges) && o.Mode == ProbeOn {
-			state = ProbeStateFailed
-		}
-		run.Probe = ProbeHealth{State: state, Reason: o.startErr.Error()}
+		// It did not load: the same for every run (privileges, kernel).
+		run.Probe = ProbeHealth{State: ProbeStateUnavailable, Reason: o.startErr.Error()}
 		return
 	}
 	o.attached = o.attached[:0]
