@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,18 +44,27 @@ func upLab(t *testing.T, spec Spec) *Lab {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		var pids []int
+		for _, p := range l.state().Procs {
+			pids = append(pids, p.PID)
+		}
 		if err := l.Down(); err != nil {
 			t.Errorf("down: %v", err)
 		}
-		assertGone(t, spec.Name)
+		assertGone(t, spec.Name, pids...)
 	})
 	return l
 }
 
 // assertGone checks that no namespace, veth, bridge, cgroup, nftables
 // table, process or state of the lab called name remains.
-func assertGone(t *testing.T, name string) {
+func assertGone(t *testing.T, name string, pids ...int) {
 	t.Helper()
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Errorf("lab process %d still runs", pid)
+		}
+	}
 	for _, pod := range []string{"client", "server"} {
 		n := name + "-" + pod
 		if _, err := os.Stat(filepath.Join(NetnsDir, n)); err == nil {
@@ -79,12 +89,17 @@ func assertGone(t *testing.T, name string) {
 	if out, err := exec.Command("nft", "list", "tables").CombinedOutput(); err == nil && strings.Contains(string(out), "hopscope") {
 		t.Errorf("nftables table left on the host: %s", out)
 	}
-	// Processes: anything whose command line names the lab's directory.
+	// Processes: anything in one of the lab's cgroups, or whose command
+	// line names the lab's directory.
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		if err == nil && strings.Contains(string(b), filepath.Join(StateDir, name)+"/") {
 			t.Errorf("process %s left: %q", e.Name(), strings.ReplaceAll(string(b), "\x00", " "))
+		}
+		pid, _ := strconv.Atoi(e.Name())
+		if cg, err := os.ReadFile("/proc/" + e.Name() + "/cgroup"); err == nil && strings.Contains(string(cg), "/"+name+"/") && alive(pid) {
+			t.Errorf("process %s left in a cgroup of the lab: %s", e.Name(), cg)
 		}
 	}
 }
