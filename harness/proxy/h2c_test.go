@@ -80,3 +80,36 @@ func TestH2CGRPCWithTrailers(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkH2CRoundTrip compares one unary gRPC call on loopback straight
+// to the server with the same through the reference proxy in h2c mode.
+func BenchmarkH2CRoundTrip(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	gs.RegisterService(&app.EchoServiceDesc, echo{})
+	go gs.Serve(ln)
+	defer gs.Stop()
+	run := func(b *testing.B, addr string) {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cc.Close()
+		req := &app.Message{ID: reqid.String(1), Payload: []byte("p")}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			var resp app.Message
+			if err := cc.Invoke(context.Background(), app.EchoMethod, req, &resp, app.CallOptions()...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("direct", func(b *testing.B) { run(b, ln.Addr().String()) })
+	b.Run("proxy", func(b *testing.B) {
+		addr, _ := startProxy(b, Config{Upstream: ln.Addr().String(), H2C: true})
+		run(b, addr)
+	})
+}
