@@ -152,7 +152,18 @@ func (r *Runner) Run(ctx context.Context, cfg Config, out string) (*Experiment, 
 		}
 		run, setupErr := r.runOne(ctx, cfg, spec, out)
 		runs = append(runs, run)
-		r.logf("[%d/%d] %s", i+1, len(plan), runLine(run))
+		left := 0
+		for _, s := range plan[i+1:] {
+			if _, skip := skipped[s.Scenario.Name]; !skip {
+				left++
+			}
+		}
+		eta := ""
+		if left > 0 {
+			per := time.Since(e.Started) / time.Duration(len(runs))
+			eta = fmt.Sprintf(" (%d runs, about %v, to go)", left, (per * time.Duration(left)).Round(time.Second))
+		}
+		r.logf("[%d/%d] %s%s", i+1, len(plan), runLine(run), eta)
 		if setupErr != nil && ctx.Err() == nil {
 			// The same setup would fail again: skip the scenario's other runs.
 			reason := "setup failed: " + setupErr.Error()
