@@ -499,7 +499,7 @@ func TestGRPCMeshThroughEachProxy(t *testing.T) {
 // other code alone, even when their names look like a lab's.
 func TestCleanupAllSparesPlainPods(t *testing.T) {
 	needRoot(t)
-	plain := newTestPod(t, "hsl-plain-client", "198.19.249.2/24")
+	plain := newTestPod(t, "hsl-plain-client", "198.19.229.2/24")
 	Cleanup("hsl-all")
 	if _, err := Up(context.Background(), Spec{Name: "hsl-all", Hopscope: hopscopeBin, CgroupRoot: testCgroupRoot, Detach: true}); err != nil {
 		t.Fatal(err)
@@ -538,8 +538,8 @@ func TestNotRoot(t *testing.T) {
 // firewall, so an unreachable port stands in for it).
 func TestCheckPath(t *testing.T) {
 	needRoot(t)
-	c := newTestPod(t, "hsl-cp-client", "198.19.248.2/24")
-	s := newTestPod(t, "hsl-cp-server", "198.19.248.3/24")
+	c := newTestPod(t, "hsl-cp-client", "198.19.228.2/24")
+	s := newTestPod(t, "hsl-cp-server", "198.19.228.3/24")
 	l := &Lab{Spec: Spec{Topology: Baseline, Ports: Ports{App: 8080}}, client: c, server: s}
 	err := l.checkPath(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "cannot reach") || !strings.Contains(err.Error(), "firewall") {

@@ -52,8 +52,8 @@ func newTestPod(t *testing.T, name, addr string) *Pod {
 
 func TestPodsTalkAcrossBridge(t *testing.T) {
 	needRoot(t)
-	a := newTestPod(t, "hsl-pt-a", "198.19.250.2/24")
-	b := newTestPod(t, "hsl-pt-b", "198.19.250.3/24")
+	a := newTestPod(t, "hsl-pt-a", "198.19.230.2/24")
+	b := newTestPod(t, "hsl-pt-b", "198.19.230.3/24")
 	if a.Bridge != b.Bridge {
 		t.Fatalf("pods of one subnet on bridges %s and %s", a.Bridge, b.Bridge)
 	}
@@ -91,7 +91,7 @@ func TestPodsTalkAcrossBridge(t *testing.T) {
 
 func TestPodProcessInNetnsAndCgroup(t *testing.T) {
 	needRoot(t)
-	p := newTestPod(t, "hsl-pp", "198.19.251.2/24")
+	p := newTestPod(t, "hsl-pp", "198.19.231.2/24")
 	dir := t.TempDir()
 	pr, err := p.Start(context.Background(), "sleeper", []string{"sleep", "30"}, ProcOptions{
 		Cgroup: "/hopscope-test-lab/hsl-pp/sleeper", Log: dir + "/log"})
@@ -120,7 +120,7 @@ func TestPodProcessInNetnsAndCgroup(t *testing.T) {
 
 func TestPodStartErrors(t *testing.T) {
 	needRoot(t)
-	p := newTestPod(t, "hsl-pe", "198.19.252.2/24")
+	p := newTestPod(t, "hsl-pe", "198.19.232.2/24")
 	dir := t.TempDir()
 	_, err := p.Start(context.Background(), "nope", []string{"/no/such/binary"}, ProcOptions{})
 	if err == nil || !strings.Contains(err.Error(), "installed") {
@@ -150,8 +150,8 @@ func TestNewPodBadInput(t *testing.T) {
 		}
 	}
 	needRoot(t)
-	newTestPod(t, "hsl-dup", "198.19.253.2/24")
-	if _, err := NewPod(context.Background(), "hsl-dup", netip.MustParsePrefix("198.19.253.3/24")); err == nil || !strings.Contains(err.Error(), "already exists") {
+	newTestPod(t, "hsl-dup", "198.19.233.2/24")
+	if _, err := NewPod(context.Background(), "hsl-dup", netip.MustParsePrefix("198.19.233.3/24")); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Errorf("second pod of one name: %v", err)
 	}
 }
@@ -159,7 +159,7 @@ func TestNewPodBadInput(t *testing.T) {
 func TestPodCloseRemovesEverything(t *testing.T) {
 	needRoot(t)
 	DeletePod("hsl-pc")
-	p, err := NewPod(context.Background(), "hsl-pc", netip.MustParsePrefix("198.19.254.2/24"))
+	p, err := NewPod(context.Background(), "hsl-pc", netip.MustParsePrefix("198.19.234.2/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
