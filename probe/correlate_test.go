@@ -3,6 +3,7 @@ package probe
 import (
 	"encoding/binary"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -34,7 +35,6 @@ type conn struct {
 	seq      [2]uint32 // 0: client->server, 1: server->client
 	ts       int64
 	capture  int
-	syn      bool
 	reqPoint uint32
 }
 
@@ -77,19 +77,7 @@ func ok(body string) []byte {
 	return []byte("HTTP/1.1 200 OK\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + body)
 }
 
-func itoa(n int) string {
-	return string(binary.AppendUvarint(nil, 0)[:0]) + func() string {
-		s := ""
-		if n == 0 {
-			return "0"
-		}
-		for n > 0 {
-			s = string(rune('0'+n%10)) + s
-			n /= 10
-		}
-		return s
-	}()
-}
+func itoa(n int) string { return strconv.Itoa(n) }
 
 func cat(bs ...[]byte) []byte {
 	var out []byte
