@@ -7,7 +7,8 @@
 # serial console is printed and kept in vmtest/cache/console.log. Exit
 # status: 0 when every test binary passed inside the VM, non-zero with a
 # message that says why otherwise (a failed test, a kernel panic, a VM that
-# did not finish in time, no qemu, no kernel package).
+# did not finish in time, no qemu, no kernel package). The first kernel
+# fetched stays in use; rm -rf vmtest/cache takes the newest one again.
 #
 # Knobs (environment):
 #   VMTEST_TIMEOUT=600      seconds the VM may run before it is killed
