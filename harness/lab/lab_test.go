@@ -241,9 +241,9 @@ func TestServerProxyDelayShowsAtClient(t *testing.T) {
 		true:  upLab(t, Spec{Name: "hsl-d2", Topology: Mesh, Proxy: ProxySpec{Name: "reference", Delay: delay}}),
 	}
 	var diffs []time.Duration
-	for i := 0; i < 3; i++ {
-		r0 := loadInClient(t, labs[false], 200, 2*time.Second)
-		r2 := loadInClient(t, labs[true], 200, 2*time.Second)
+	for i := 0; i < 5; i++ {
+		r0 := loadInClient(t, labs[false], 200, 1500*time.Millisecond)
+		r2 := loadInClient(t, labs[true], 200, 1500*time.Millisecond)
 		d := time.Duration(r2.Latency.P50 - r0.Latency.P50)
 		t.Logf("pair %d: median %v without delay, %v with %v: +%v", i, time.Duration(r0.Latency.P50), time.Duration(r2.Latency.P50), delay, d)
 		diffs = append(diffs, d)
