@@ -306,6 +306,7 @@ func TestUpBadInput(t *testing.T) {
 		{"delay on nginx", Spec{Name: "hsl-bad", Topology: Mesh, Proxy: ProxySpec{Name: "nginx", Delay: time.Millisecond}}, "reference proxy only"},
 		{"no binary", Spec{Name: "hsl-bad", Hopscope: "/no/such/hopscope"}, "make build"},
 		{"proxy exits at start", Spec{Name: "hsl-bad", Topology: Mesh, Proxy: ProxySpec{Name: "x", Command: "sh -c 'echo cannot-start-{{.Listen}} >&2; exit 1'"}}, "cannot-start-"},
+		{"proxy daemonizes", Spec{Name: "hsl-bad", Topology: Mesh, Proxy: ProxySpec{Name: "x", Command: "sh -c '(sleep 30 &) ; exit 0' {{.Listen}}"}}, "foreground"},
 		{"port in use", Spec{Name: "hsl-bad", Topology: Mesh, Proxy: ProxySpec{Name: "x", Command: bin + " proxy -q --listen {{.Upstream}} --upstream {{.Listen}}"}}, "address already in use"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

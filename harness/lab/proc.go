@@ -184,6 +184,9 @@ func (pr *Proc) waitJoined(n int, timeout time.Duration) error {
 }
 
 func (pr *Proc) exitErr() error {
+	if pr.err == nil {
+		return fmt.Errorf("exited at start with status 0: it must stay in the foreground (nginx: daemon off; haproxy: -db; no --daemon flags)%s", pr.logTail())
+	}
 	return fmt.Errorf("exited at start (%v)%s", pr.err, pr.logTail())
 }
 
