@@ -37,5 +37,7 @@ func run(m *testing.M) int {
 		}
 		StateDir = filepath.Join(os.TempDir(), "hsl-state")
 	}
-	return m.Run()
+	code := m.Run()
+	os.Remove(StateDir) // only if empty: a failed test's leftovers stay for a look
+	return code
 }
