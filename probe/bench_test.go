@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -25,7 +26,11 @@ import (
 // that the machine's noise hits both alike; reports both and their ratio.
 func BenchmarkClassifier(b *testing.B) {
 	needRoot(b)
-	p, err := Start(context.Background(), Config{Ports: []uint16{8080}})
+	capture := 128 // HOPSCOPE_BENCH_CAPTURE: another capture size
+	if v, err := strconv.Atoi(os.Getenv("HOPSCOPE_BENCH_CAPTURE")); err == nil {
+		capture = v
+	}
+	p, err := Start(context.Background(), Config{Ports: []uint16{8080}, CaptureBytes: capture})
 	if err != nil {
 		b.Fatal(err)
 	}
