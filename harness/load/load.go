@@ -171,10 +171,13 @@ func (g *gen) schedule(ctx context.Context, t0 int64) {
 			tk.Close()
 		}
 	}()
-	end := g.endAt.Load()
-	for i := uint64(0); ; i++ {
+	// Counted by index, not by comparing due times with the window's ends:
+	// the period is whole nanoseconds, so the window holds round(R*D)
+	// requests exactly, never one more from the rounding.
+	nWarm, nTotal := g.counts()
+	for i := uint64(0); i < nTotal; i++ {
 		due := t0 + int64(i)*period
-		if due >= end || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return
 		}
 		if wake := due - spin; clock.Now() < wake {
@@ -192,12 +195,18 @@ func (g *gen) schedule(ctx context.Context, t0 int64) {
 			return
 		}
 		g.seq.Store(i + 1)
-		j := &job{id: g.idBase | i, due: due, measured: due >= g.measureAt}
+		j := &job{id: g.idBase | i, due: due, measured: i >= nWarm}
 		if j.measured {
 			g.rec.issued()
 		}
 		g.dispatch(j)
 	}
+}
+
+// counts are the open loop's warm-up and total number of requests.
+func (g *gen) counts() (warm, total uint64) {
+	warm = uint64(math.Round(g.cfg.Warmup.Seconds() * g.cfg.Rate))
+	return warm, warm + uint64(math.Round(g.cfg.Duration.Seconds()*g.cfg.Rate))
 }
 
 // closedLoop starts one job per connection; each connection sends its next

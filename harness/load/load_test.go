@@ -365,3 +365,35 @@ func TestBadInput(t *testing.T) {
 		t.Logf("%s: %v", u, err)
 	}
 }
+
+// A rate whose period is not whole nanoseconds still sends round(R*D)
+// requests in the window, warm-up excluded.
+func TestRequestCount(t *testing.T) {
+	h, _ := inProcessApp(t, app.Config{Listen: "127.0.0.1:0"})
+	for _, tc := range []struct {
+		rate         float64
+		warmup, dur  time.Duration
+		want, warmed int64
+	}{
+		{300, 100 * time.Millisecond, time.Second, 300, 30},
+		{7, 0, time.Second, 7, 0},
+		{333.3, 90 * time.Millisecond, 600 * time.Millisecond, 200, 30},
+	} {
+		var rec bytes.Buffer
+		res := run(t, Config{URL: "http://" + h + "/", Rate: tc.rate, Warmup: tc.warmup, Duration: tc.dur, Connections: 2, Records: &rec})
+		recs, err := reqid.ReadRecords(&rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Requests != tc.want || int64(len(recs)) != tc.want {
+			t.Errorf("rate %v for %v: %d requests, %d records; want %d", tc.rate, tc.dur, res.Requests, len(recs), tc.want)
+		}
+		lowest := ^uint64(0)
+		for _, r := range recs {
+			lowest = min(lowest, r.ID)
+		}
+		if lowest != res.FirstID || res.FirstID&(1<<40-1) != uint64(tc.warmed) {
+			t.Errorf("rate %v: lowest record id %x, first_id %x; want sequence number %d", tc.rate, lowest, res.FirstID, tc.warmed)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package load
 
 import (
 	"fmt"
-	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -191,7 +190,8 @@ func (g *gen) result() (*Result, error) {
 	}
 	if !g.cfg.ClosedLoop {
 		res.RequestedRPS = g.cfg.Rate
-		res.FirstID = g.idBase | firstMeasured(g.cfg, g.measureAt-int64(g.cfg.Warmup), g.measureAt)
+		nWarm, _ := g.counts()
+		res.FirstID = g.idBase | nWarm
 	}
 	if stretched > 0 {
 		res.AchievedRPS = float64(r.finishedN) / (float64(stretched) / 1e9)
@@ -227,11 +227,4 @@ func (g *gen) result() (*Result, error) {
 		err = r.hlErr
 	}
 	return res, err
-}
-
-// firstMeasured is the sequence number of the first request due at or
-// after measureAt (open loop).
-func firstMeasured(cfg Config, t0, measureAt int64) uint64 {
-	period := int64(math.Round(1e9 / cfg.Rate))
-	return uint64((measureAt - t0 + period - 1) / period)
 }
