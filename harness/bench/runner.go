@@ -152,6 +152,12 @@ func (r *Runner) Run(ctx context.Context, cfg Config, out string) (*Experiment, 
 		}
 		run, setupErr := r.runOne(ctx, cfg, spec, out)
 		runs = append(runs, run)
+		if setupErr != nil && ctx.Err() == nil {
+			// The same setup would fail again: skip the scenario's other runs.
+			reason := "setup failed: " + setupErr.Error()
+			skipped[spec.Scenario.Name] = reason
+			e.Skipped = append(e.Skipped, Skip{Scenario: spec.Scenario.Name, Reason: reason + " (its remaining runs skipped)"})
+		}
 		left := 0
 		for _, s := range plan[i+1:] {
 			if _, skip := skipped[s.Scenario.Name]; !skip {
@@ -164,11 +170,14 @@ func (r *Runner) Run(ctx context.Context, cfg Config, out string) (*Experiment, 
 			eta = fmt.Sprintf(" (%d runs, about %v, to go)", left, (per * time.Duration(left)).Round(time.Second))
 		}
 		r.logf("[%d/%d] %s%s", i+1, len(plan), runLine(run), eta)
-		if setupErr != nil && ctx.Err() == nil {
-			// The same setup would fail again: skip the scenario's other runs.
-			reason := "setup failed: " + setupErr.Error()
-			skipped[spec.Scenario.Name] = reason
-			e.Skipped = append(e.Skipped, Skip{Scenario: spec.Scenario.Name, Reason: reason + " (its remaining runs skipped)"})
+		// A checkpoint: if this process is killed, the results so far
+		// still read as an experiment.
+		if left > 0 {
+			r.analyze(e, runs)
+			e.Status = fmt.Sprintf("running: %d of %d runs done", len(runs), len(runs)+left)
+			if err := WriteJSON(filepath.Join(out, ExperimentFile), e); err != nil {
+				r.logf("checkpoint: %v", err)
+			}
 		}
 		if cfg.Probe == ProbeOn && run.Probe.State == ProbeStateUnavailable {
 			stopErr = fmt.Errorf("--probe=on, but the probe is unavailable: %s", run.Probe.Reason)
@@ -176,14 +185,7 @@ func (r *Runner) Run(ctx context.Context, cfg Config, out string) (*Experiment, 
 		}
 	}
 
-	e.Cells, e.Runs, e.Notes = Analyze(cfg, runs)
-	for _, o := range r.Observers {
-		if n, ok := o.(interface{ Notes() []string }); ok {
-			e.Notes = append(e.Notes, n.Notes()...)
-		}
-	}
-	e.Finished = time.Now()
-	e.WallTimeNs = int64(e.Finished.Sub(e.Started))
+	r.analyze(e, runs)
 	switch {
 	case stopErr == nil:
 		e.Status = "complete"
@@ -205,6 +207,18 @@ func (r *Runner) Run(ctx context.Context, cfg Config, out string) (*Experiment, 
 		}
 	}
 	return e, stopErr
+}
+
+// analyze fills e's aggregates from the runs so far.
+func (r *Runner) analyze(e *Experiment, runs []*Run) {
+	e.Cells, e.Runs, e.Notes = Analyze(e.Config, runs)
+	for _, o := range r.Observers {
+		if n, ok := o.(interface{ Notes() []string }); ok {
+			e.Notes = append(e.Notes, n.Notes()...)
+		}
+	}
+	e.Finished = time.Now()
+	e.WallTimeNs = int64(e.Finished.Sub(e.Started))
 }
 
 // runOne builds the scenario, drives and watches it, tears it down and

@@ -29,6 +29,9 @@ type fakeBackend struct {
 	cancel    context.CancelFunc
 	loads     int
 	interrupt bool // the load notices the cancel and reports interrupted
+	// out, when set, is read at the third load: the checkpoint written
+	// after the second run lands in status.
+	out, status string
 }
 
 func (f *fakeBackend) Name() string                                    { return "fake" }
@@ -69,6 +72,13 @@ func (d *fakeDeployment) Down(ctx context.Context) error {
 
 func (d *fakeDeployment) Load(ctx context.Context, spec LoadSpec) (*load.Result, error) {
 	d.f.loads++
+	if d.f.out != "" && d.f.loads == 3 {
+		if e, _, err := ReadExperiment(d.f.out); err == nil {
+			d.f.status = fmt.Sprintf("%s, %d runs", e.Status, len(e.Runs))
+		} else {
+			d.f.status = err.Error()
+		}
+	}
 	rng := rand.New(rand.NewPCG(uint64(d.f.loads), 1))
 	h := hist.New()
 	n := int(float64(spec.RateRPS) * spec.Duration.Seconds())
@@ -120,12 +130,17 @@ func TestRunnerBookkeeping(t *testing.T) {
 	os.MkdirAll(filepath.Join(out, RunsDir, "old-1-1"), 0o755)
 	os.WriteFile(filepath.Join(out, RunsDir, "old-1-1", RunFile), []byte("{}"), 0o644)
 	os.WriteFile(filepath.Join(out, "notes.txt"), []byte("mine"), 0o644)
+	f.out = out
 	rendered := false
 	r := &Runner{Backend: f, Observers: []Observer{probeState{ProbeStateUnavailable, "test"}},
 		Render: func(string, *Experiment) error { rendered = true; return nil }}
 	e, err := r.Run(context.Background(), cfg, out)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Runs 1 and 2 done, the failed setup of "exits" the third.
+	if f.status != "running: 3 of 9 runs done, 3 runs" {
+		t.Errorf("checkpoint during the third load: %q", f.status)
 	}
 	if !rendered || e.Status != "complete" || f.up != 0 || f.cleanups != 2 {
 		t.Errorf("rendered %v status %q deployments left %d cleanups %d", rendered, e.Status, f.up, f.cleanups)
