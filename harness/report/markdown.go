@@ -103,7 +103,11 @@ func Summary(e *bench.Experiment) string {
 	if cfg.Preset != "" {
 		preset = "preset " + cfg.Preset
 	}
-	p("%s · %d run(s) per cell of %v measured after %v warm-up", preset, cfg.Runs,
+	runs := "1 run"
+	if cfg.Runs != 1 {
+		runs = fmt.Sprintf("%d runs", cfg.Runs)
+	}
+	p("%s · %s per cell, each %v measured after %v warm-up", preset, runs,
 		time.Duration(cfg.Duration), time.Duration(cfg.Warmup))
 	if cfg.DropHighestBaselineMax > 0 {
 		p(", the %d run(s) with the highest baseline max dropped at each rate", cfg.DropHighestBaselineMax)
