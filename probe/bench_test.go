@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -185,6 +186,7 @@ func BenchmarkOverhead(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		off, on := hist.New(), hist.New()
 		var drops, events uint64
+		var readerCPU time.Duration // this process while attached: the reader
 		for pair := 0; pair < 3; pair++ {
 			h, err := load()
 			if err != nil {
@@ -200,7 +202,9 @@ func BenchmarkOverhead(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			cpu0 := selfCPU()
 			h, err = load()
+			readerCPU += selfCPU() - cpu0
 			r := p.Result()
 			p.Close()
 			if err != nil {
@@ -219,7 +223,16 @@ func BenchmarkOverhead(b *testing.B) {
 		b.ReportMetric(float64(sa.P99-so.P99)/1e3, "Δp99-µs")
 		b.ReportMetric(float64(drops), "drops")
 		b.ReportMetric(float64(events), "events")
+		b.ReportMetric(100*readerCPU.Seconds()/(3*(window+time.Second).Seconds()), "reader-cpu-%")
+		b.ReportMetric(float64(readerCPU.Nanoseconds())/float64(events), "reader-ns/event")
 	}
+}
+
+// selfCPU is this process's user+system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkCorrelator: userspace cost per event (decode excluded) for a

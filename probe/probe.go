@@ -10,7 +10,6 @@ import (
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/hopscope/hopscope/bpf"
@@ -153,7 +152,7 @@ func Start(ctx context.Context, cfg Config) (*Probe, error) {
 	if err := checkKernel(); err != nil {
 		return nil, err
 	}
-	if _, err := btf.LoadKernelSpec(); err != nil {
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		cfg.Logf("probe: kernel BTF missing (%v): not needed, the classifier reads only its __sk_buff context", err)
 	}
 	spec, err := bpf.LoadProbe()
