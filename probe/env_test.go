@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -241,8 +242,10 @@ func leftovers(t testing.TB, where map[string][]string) []string {
 	return out
 }
 
-// loadedPrograms counts loaded programs named hopscope_tc (any process's).
-func loadedPrograms(t testing.TB) int {
+// loadedPrograms counts loaded programs named hopscope_tc that use the
+// ring buffer with ID ring: the programs of one Probe, not of another
+// process's probe running at the same time.
+func loadedPrograms(t testing.TB, ring ebpf.MapID) int {
 	n := 0
 	id := ebpf.ProgramID(0)
 	for {
@@ -260,8 +263,20 @@ func loadedPrograms(t testing.TB) int {
 			continue
 		}
 		if info, err := p.Info(); err == nil && info.Name == "hopscope_tc" {
-			n++
+			if maps, ok := info.MapIDs(); ok && slices.Contains(maps, ring) {
+				n++
+			}
 		}
 		p.Close()
 	}
+}
+
+// ringID is the ID of p's ring buffer, for loadedPrograms after p closes.
+func ringID(t testing.TB, p *Probe) ebpf.MapID {
+	info, err := p.events.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := info.ID()
+	return id
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/hopscope/hopscope/clock"
 	"github.com/hopscope/hopscope/reqid"
 	"github.com/hopscope/hopscope/target"
@@ -149,8 +151,9 @@ func TestBaseline(t *testing.T) {
 				t.Errorf("drops %d, events %d of %d emitted", r.Probe.Drops, r.Probe.Events, r.Probe.Emitted)
 			}
 			checkTimelines(t, r, reqs, 4)
+			ring := ringID(t, p)
 			must(t, p.Close())
-			if l := waitLeftovers(t, map[string][]string{c.ns: {c.dev}, s.ns: {s.dev}}); len(l) > 0 {
+			if l := waitLeftovers(t, ring, map[string][]string{c.ns: {c.dev}, s.ns: {s.dev}}); len(l) > 0 {
 				t.Errorf("left behind: %v", l)
 			}
 		})
@@ -192,19 +195,20 @@ func TestMeshed(t *testing.T) {
 			if r.Hops[HopClientProxyOut].Count != 0 {
 				t.Errorf("after detaching the client: client hops still counted")
 			}
+			ring := ringID(t, p)
 			must(t, p.Close())
-			if l := waitLeftovers(t, map[string][]string{c.ns: {c.dev, "lo"}, s.ns: {s.dev, "lo"}}); len(l) > 0 {
+			if l := waitLeftovers(t, ring, map[string][]string{c.ns: {c.dev, "lo"}, s.ns: {s.dev, "lo"}}); len(l) > 0 {
 				t.Errorf("left behind: %v", l)
 			}
 		})
 	}
 }
 
-func waitLeftovers(t *testing.T, where map[string][]string) []string {
+func waitLeftovers(t *testing.T, ring ebpf.MapID, where map[string][]string) []string {
 	var l []string
 	for i := 0; i < 50; i++ { // programs are freed after an RCU grace period
 		l = leftovers(t, where)
-		if n := loadedPrograms(t); n > 0 {
+		if n := loadedPrograms(t, ring); n > 0 {
 			l = append(l, fmt.Sprintf("%d hopscope_tc program(s) still loaded", n))
 		}
 		if len(l) == 0 {

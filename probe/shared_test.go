@@ -36,9 +36,10 @@ func TestSharedAttachment(t *testing.T) {
 			if r.Probe.Points != 2 || r.Hops[HopApp].Count != 10 {
 				t.Errorf("after detaching a: %d points, %d app hops; want 2 and 10", r.Probe.Points, r.Hops[HopApp].Count)
 			}
+			ring := ringID(t, p)
 			cancel()
 			<-p.done
-			if l := waitLeftovers(t, map[string][]string{s.ns: {s.dev}}); len(l) > 0 {
+			if l := waitLeftovers(t, ring, map[string][]string{s.ns: {s.dev}}); len(l) > 0 {
 				t.Errorf("after cancelling Start's context: %v", l)
 			}
 		})
