@@ -132,6 +132,11 @@ type dirState struct {
 	next     uint32 // next sequence number expected
 	boundary uint32 // where the next message (h1) or frame (h2) starts
 	known    bool
+	// hole is the latest gap [holeLo, holeHi): data dropped between the
+	// sender and this point, which TCP will retransmit; a segment that
+	// fills it is new here, not a retransmit.
+	holeLo, holeHi uint32
+	hole           bool
 }
 
 const (
@@ -314,6 +319,16 @@ func (c *correlator) segment(f *flow, e *Event, req bool, owners []pointOwner, p
 	case !d.init:
 		*d = dirState{init: true, next: e.Seq + e.Len}
 	case seqLT(e.Seq, d.next):
+		if d.hole && !seqLT(e.Seq, d.holeLo) && !seqLT(d.holeHi, e.Seq+e.Len) {
+			// fills (part of) the hole: parse it on its own, from its
+			// start, without disturbing the stream's state
+			if e.Seq == d.holeLo {
+				d.holeLo = e.Seq + e.Len
+			}
+			d.hole = seqLT(d.holeLo, d.holeHi)
+			c.parse(f, &dirState{init: true}, e, req, st, where)
+			return
+		}
 		c.health.Retransmits++
 		if !seqLT(d.next, e.Seq+e.Len) {
 			return // nothing new
@@ -321,11 +336,16 @@ func (c *correlator) segment(f *flow, e *Event, req bool, owners []pointOwner, p
 		d.known = false // a partial overlap: resynchronise on a message start
 		d.next = e.Seq + e.Len
 	case e.Seq != d.next:
-		d.known = false // a gap (events lost upstream of us)
+		d.known = false // a gap: a segment lost before this point
+		d.hole, d.holeLo, d.holeHi = true, d.next, e.Seq
 		d.next = e.Seq + e.Len
 	default:
 		d.next = e.Seq + e.Len
 	}
+	c.parse(f, d, e, req, st, where)
+}
+
+func (c *correlator) parse(f *flow, d *dirState, e *Event, req bool, st Stage, where string) {
 	data := e.Data
 	if f.proto == protoUnknown {
 		f.proto = detect(data, req)

@@ -225,3 +225,39 @@ func TestH2FrameBeyondCapture(t *testing.T) {
 		t.Errorf("health %+v: want stream 3 found after resynchronising", c.health)
 	}
 }
+
+// TestHoleFilledLater: a segment dropped before this point and
+// retransmitted after later data is parsed when it arrives, not skipped as
+// a retransmit.
+func TestHoleFilledLater(t *testing.T) {
+	for _, proto := range []string{"h1", "h2"} {
+		t.Run(proto, func(t *testing.T) {
+			c := newTestCorrelator()
+			k := newConn(c, true)
+			var first, lost, later []byte
+			if proto == "h1" {
+				first, lost, later = cat(get(1)), get(2), get(3)
+			} else {
+				first = cat([]byte(h2Preface), frame(1, 4, 1, nil), frame(0, 1, 1, grpcMsg(1)))
+				lost = cat(frame(1, 4, 3, nil), frame(0, 1, 3, grpcMsg(2)))
+				later = cat(frame(1, 4, 5, nil), frame(0, 1, 5, grpcMsg(3)))
+			}
+			k.send(true, 0, first)
+			lostSeq := k.seq[0]
+			k.seq[0] += uint32(len(lost)) // dropped before this point
+			k.send(true, 0, later)
+			end := k.seq[0]
+			k.seq[0] = lostSeq
+			k.send(true, 0, lost) // the retransmit
+			k.seq[0] = end
+			for _, id := range []uint64{1, 2, 3} {
+				if c.pending[id] == nil || c.pending[id].At[ServerDevReq] == 0 {
+					t.Errorf("request %d not seen", id)
+				}
+			}
+			if c.health.Retransmits != 0 {
+				t.Errorf("hole fill counted as a retransmit")
+			}
+		})
+	}
+}
