@@ -35,6 +35,9 @@ Ctrl-C stops early and still prints and writes what was measured.`,
 		},
 		RunE: func(c *cobra.Command, args []string) error {
 			cfg.URL = args[0]
+			if rate == "" {
+				return usagef("load: give --rate N (requests per second) or --rate max")
+			}
 			if strings.EqualFold(rate, "max") {
 				cfg.ClosedLoop = true
 			} else {
@@ -119,6 +122,5 @@ Ctrl-C stops early and still prints and writes what was measured.`,
 	f.StringVar(&hlogOut, "hlog", "", "write per-second latency histograms (HdrHistogram log) to this file")
 	f.StringVar(&recOut, "records", "", "write one CSV record per request (id, due, sent, first byte, done) to this file")
 	f.BoolVarP(&quiet, "quiet", "q", false, "do not print the table")
-	cmd.MarkFlagRequired("rate")
 	root.AddCommand(cmd)
 }

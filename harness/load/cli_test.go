@@ -43,6 +43,7 @@ func TestCLIBadInput(t *testing.T) {
 		{[]string{"load", "--rate", "10", "--duration", "soon", "http://" + h + "/"}, 2, "invalid duration"},
 		{[]string{"load", "--rate", "10", "--duration", "-1s", "http://" + h + "/"}, 2, "positive duration"},
 		{[]string{"load", "--rate", "10"}, 2, "exactly one URL"},
+		{[]string{"load", "http://" + h + "/"}, 2, "--rate"},
 		{[]string{"app", "--listen", "127.0.0.1:0", "--delay", "fast"}, 2, "exp:1ms"},
 		{[]string{"app"}, 2, "--listen"},
 	}
