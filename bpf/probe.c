@@ -101,12 +101,17 @@ static __always_inline void emit(struct __sk_buff *skb, struct counters *c,
 		n = size;
 	e->cap_len = 0;
 	if (n > 0) {
-		/* keep the bound visible to the verifier */
-		asm volatile("%0 &= 0x1ff" : "+r"(n));
+		/* n is in [1, size] already; say so in a form every verifier
+		 * tracks: (n - 1) & (size - 1) is in [0, size - 1] (size is a power
+		 * of two), plus one is [1, size]. 6.1's verifier learns no lower
+		 * bound from n != 0, and the helper's length must be >= 1. */
+		__u32 m = n - 1;
+		asm volatile("%0 &= %1" : "+r"(m) : "i"(size - 1));
+		m += 1;
 		/* bpf_skb_load_bytes, unlike its _relative sibling, also reads
 		 * paged (non-linear) data, where a GSO skb keeps its payload */
-		if (n > 0 && n <= size && bpf_skb_load_bytes(skb, payload_off, e->data, n) == 0)
-			e->cap_len = n;
+		if (bpf_skb_load_bytes(skb, payload_off, e->data, m) == 0)
+			e->cap_len = m;
 	}
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)

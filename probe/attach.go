@@ -160,6 +160,12 @@ func (a *attacher) chooseMode(m Mode) (Mode, error) {
 		return m, nil
 	}
 	if err := a.testTCX(); err != nil {
+		// Only a kernel without TCX is a reason to fall back; a program the
+		// verifier rejects or missing privileges would fail clsact too, and
+		// hiding them behind "TCX unavailable" would mislead.
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return "", err
+		}
 		a.logf("probe: TCX unavailable (%v): falling back to clsact + cls_bpf", err)
 		a.mode = Clsact
 		return Clsact, nil
@@ -168,6 +174,9 @@ func (a *attacher) chooseMode(m Mode) (Mode, error) {
 	return TCX, nil
 }
 
+// testTCX loads the classifier and attaches it to lo with TCX for a moment.
+// A load error is returned as it is; an attach error wraps
+// ebpf.ErrNotSupported where the kernel lacks TCX.
 func (a *attacher) testTCX() error {
 	prog, err := a.loadProgram(0)
 	if err != nil {
@@ -381,7 +390,7 @@ func (a *attacher) close() error {
 // handleAt returns a netlink handle in the namespace at path ("" = own).
 func handleAt(path string) (*netlink.Handle, error) {
 	if path == "" {
-		h, err := netlink.NewHandle()
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return nil, fmt.Errorf("netlink: %w", err)
 		}
@@ -392,7 +401,7 @@ func handleAt(path string) (*netlink.Handle, error) {
 		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink in %s: %w", path, err)
 	}

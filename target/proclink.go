@@ -5,6 +5,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // PodLinks finds, in the network namespace at netnsPath, the pod's device
@@ -19,7 +20,7 @@ func PodLinks(netnsPath string) (device, peer string, err error) {
 		return "", "", fmt.Errorf("open netns %s: %w", netnsPath, err)
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return "", "", fmt.Errorf("netlink in %s: %w", netnsPath, err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/hopscope/hopscope/target"
 )
@@ -153,7 +154,7 @@ func NewPod(ctx context.Context, name string, addr netip.Prefix) (p *Pod, err er
 		return nil, fmt.Errorf("pod %s: set %s up: %w", name, p.HostPeer, err)
 	}
 
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("pod %s: netlink in namespace: %w", name, err)
 	}
