@@ -34,9 +34,10 @@ PACKAGES='
 ./sampler||180s
 '
 # Kernel modules to load, dependencies are added (and loaded first).
-# xfrm_user and nfnetlink: netlink.NewHandleAt(ns) with no families opens
-# NETLINK_XFRM and NETLINK_NETFILTER sockets too, and fails without them.
-MODULES='veth bridge sch_ingress cls_bpf act_bpf xfrm_user nfnetlink'
+# hopscope opens netlink handles for NETLINK_ROUTE only; a handle with no
+# families would also open XFRM and netfilter sockets and need xfrm_user and
+# nfnetlink loaded.
+MODULES='veth bridge sch_ingress cls_bpf act_bpf'
 # The kernel command line: serial console, a panic ends the VM at once
 # (with -no-reboot), and cgroup v1 is switched off entirely.
 APPEND='console=ttyS0 panic=-1 oops=panic loglevel=4 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 rdinit=/init'
