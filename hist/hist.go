@@ -119,7 +119,12 @@ func Decode(s string) (*hdrhistogram.Histogram, error) {
 // Encoded is a histogram that marshals to JSON as its base64 encoding.
 type Encoded struct{ H *hdrhistogram.Histogram }
 
+// A nil histogram (nothing was measured) marshals as null, and null
+// unmarshals to a nil histogram.
 func (e Encoded) MarshalJSON() ([]byte, error) {
+	if e.H == nil {
+		return []byte("null"), nil
+	}
 	s, err := Encode(e.H)
 	if err != nil {
 		return nil, err
@@ -128,6 +133,10 @@ func (e Encoded) MarshalJSON() ([]byte, error) {
 }
 
 func (e *Encoded) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		e.H = nil
+		return nil
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		return err

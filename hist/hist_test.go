@@ -86,3 +86,14 @@ func TestEncodedJSON(t *testing.T) {
 		t.Fatalf("round trip lost data: %d %d", e.H.TotalCount(), e.H.Max())
 	}
 }
+
+func TestEncodedNilIsNull(t *testing.T) {
+	b, err := json.Marshal(Encoded{})
+	if err != nil || string(b) != "null" {
+		t.Fatalf("nil histogram marshals to %s, %v; want null", b, err)
+	}
+	e := Encoded{H: New()}
+	if err := json.Unmarshal([]byte("null"), &e); err != nil || e.H != nil {
+		t.Fatalf("null unmarshals to %v, %v; want nil", e.H, err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hopscope/hopscope/harness/bench"
+	kubebench "github.com/hopscope/hopscope/harness/kube"
 	"github.com/hopscope/hopscope/harness/report"
 )
 
@@ -21,6 +22,7 @@ func init() {
 		duration, warmup                    time.Duration
 		runs, drop                          int
 		kube                                bool
+		kopts                               kubebench.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "bench --out DIR [flags]",
@@ -44,8 +46,8 @@ preset. Without --proxy: the reference proxy and every installed real proxy.`,
 			if out == "" {
 				return usagef("bench: --out DIR is required (where the results go)")
 			}
-			if kube {
-				return usagef("bench: --kube is not available in this build yet: run on the lab (without --kube)")
+			if kube && len(proxies) > 0 {
+				return usagef("bench --kube: the sidecar is the mesh's: use --mesh, not --proxy")
 			}
 			cfg := bench.Custom()
 			if preset != "" {
@@ -83,31 +85,24 @@ preset. Without --proxy: the reference proxy and every installed real proxy.`,
 			}
 			cfg.Name = name
 
-			backend, err := bench.NewLabBackend()
-			if err != nil {
-				return err
-			}
-			// Prerequisites: say what is there and what is missing.
-			fmt.Fprint(os.Stderr, backend.Prerequisites())
-			if os.Geteuid() != 0 {
-				return errors.New("bench: needs root (network namespaces, cgroups, BPF): run with sudo")
-			}
-			var scen []bench.Scenario
-			if len(proxies) > 0 {
-				for _, p := range proxies {
-					s, err := bench.ParseProxy(p)
-					if err == nil {
-						err = backend.Validate(s)
-					}
-					if err != nil {
-						return usagef("bench: --proxy: %v", err)
-					}
-					scen = append(scen, s)
+			var backend bench.Backend
+			var observers []bench.Observer
+			if kube {
+				kb, obs, err := kubebench.Setup(c.Context(), kopts)
+				if err != nil {
+					return fmt.Errorf("bench --kube: %w", err)
 				}
+				backend, observers = kb, []bench.Observer{obs}
+				cfg = cfg.WithProxies(kb.Scenarios()...)
 			} else {
-				scen = backend.DefaultScenarios()
+				lb, scen, err := labBackend(proxies)
+				if err != nil {
+					return err
+				}
+				backend = lb
+				observers = []bench.Observer{&bench.ProbeObserver{Mode: cfg.Probe, Join: cfg.JoinRecords()}, &bench.SamplerObserver{}}
+				cfg = cfg.WithProxies(scen...)
 			}
-			cfg = cfg.WithProxies(scen...)
 			if err := cfg.Validate(); err != nil {
 				return usagef("bench: %v", err)
 			}
@@ -117,7 +112,7 @@ preset. Without --proxy: the reference proxy and every installed real proxy.`,
 
 			r := &bench.Runner{
 				Backend:   backend,
-				Observers: []bench.Observer{&bench.ProbeObserver{Mode: cfg.Probe, Join: cfg.JoinRecords()}, &bench.SamplerObserver{}},
+				Observers: observers,
 				Version:   version,
 				Render:    report.Write,
 				Log:       os.Stderr,
@@ -152,7 +147,8 @@ preset. Without --proxy: the reference proxy and every installed real proxy.`,
 	f.StringVar(&probeMode, "probe", bench.ProbeAuto, "per-hop latency with the eBPF probe: auto (if it can attach), on (required), off")
 	f.StringVar(&out, "out", "", "results directory (required)")
 	f.StringVar(&name, "name", "", "experiment name (default: the base name of --out)")
-	f.BoolVar(&kube, "kube", false, "run on a Kubernetes cluster through the node agents (reserved)")
+	f.BoolVar(&kube, "kube", false, "run on a Kubernetes cluster through the node agents (deploy/) instead of the lab")
+	kopts.AddFlags(f)
 	root.AddCommand(cmd)
 }
 
@@ -162,4 +158,33 @@ func scenarioNames(ss []bench.Scenario) string {
 		out = append(out, s.Name)
 	}
 	return strings.Join(out, ", ")
+}
+
+// labBackend is the single-machine backend: it checks the prerequisites
+// (printed for the user), root, and the --proxy scenarios (default: the
+// reference proxy and every installed real proxy).
+func labBackend(proxies []string) (*bench.LabBackend, []bench.Scenario, error) {
+	backend, err := bench.NewLabBackend()
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprint(os.Stderr, backend.Prerequisites())
+	if os.Geteuid() != 0 {
+		return nil, nil, errors.New("bench: needs root (network namespaces, cgroups, BPF): run as root or with sudo")
+	}
+	if len(proxies) == 0 {
+		return backend, backend.DefaultScenarios(), nil
+	}
+	var scen []bench.Scenario
+	for _, p := range proxies {
+		s, err := bench.ParseProxy(p)
+		if err == nil {
+			err = backend.Validate(s)
+		}
+		if err != nil {
+			return nil, nil, usagef("bench: --proxy: %v", err)
+		}
+		scen = append(scen, s)
+	}
+	return backend, scen, nil
 }

@@ -99,11 +99,6 @@ func (s Spec) withDefaults() (Spec, error) {
 	if s.Topology == Baseline && s.Proxy.Name != "" {
 		return s, fmt.Errorf("proxy %s given for the baseline topology: use --topology mesh, or drop --proxy", s.Proxy.Name)
 	}
-	if s.Topology == Mesh {
-		if err := s.Proxy.check(); err != nil {
-			return s, err
-		}
-	}
 	if s.Hopscope == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -113,6 +108,11 @@ func (s Spec) withDefaults() (Spec, error) {
 	}
 	if fi, err := os.Stat(s.Hopscope); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
 		return s, fmt.Errorf("hopscope binary %q is not an executable file: build it (make build)", s.Hopscope)
+	}
+	if s.Topology == Mesh {
+		if err := s.Proxy.check(s.Hopscope); err != nil {
+			return s, err
+		}
 	}
 	if s.Ports.App == 0 {
 		s.Ports.App = 8080

@@ -238,7 +238,9 @@ func proxyInfo(name string) ProxyInfo {
 }
 
 // check says why p cannot run here, with the fix.
-func (p ProxySpec) check() error {
+// check says why p cannot run, starting nothing. hopscope is the binary a
+// template may name as {{.Hopscope}}.
+func (p ProxySpec) check(hopscope string) error {
 	if p.Name == "" {
 		return fmt.Errorf("no proxy given for the mesh topology: pick one of %s or --proxy NAME='COMMAND'", strings.Join(builtinNames(), ", "))
 	}
@@ -255,7 +257,7 @@ func (p ProxySpec) check() error {
 		}
 	}
 	if p.Command != "" {
-		argv, err := p.render(sidecarData{Listen: "127.0.0.1:1", Upstream: "127.0.0.1:2", ConfigDir: "/tmp"})
+		argv, err := p.render(sidecarData{Listen: "127.0.0.1:1", Upstream: "127.0.0.1:2", ConfigDir: "/tmp", Hopscope: hopscope})
 		if err != nil {
 			return err
 		}
