@@ -237,9 +237,8 @@ func proxyInfo(name string) ProxyInfo {
 	return pi
 }
 
-// check says why p cannot run here, with the fix.
-// check says why p cannot run, starting nothing. hopscope is the binary a
-// template may name as {{.Hopscope}}.
+// check says why p cannot run here, with the fix, starting nothing.
+// hopscope is the binary a template may name as {{.Hopscope}}.
 func (p ProxySpec) check(hopscope string) error {
 	if p.Name == "" {
 		return fmt.Errorf("no proxy given for the mesh topology: pick one of %s or --proxy NAME='COMMAND'", strings.Join(builtinNames(), ", "))
