@@ -39,12 +39,7 @@ func NewRecordWriter(w io.Writer) (*RecordWriter, error) {
 
 // Write appends one record.
 func (rw *RecordWriter) Write(r Record) error {
-	b := make([]byte, 0, 128)
-	b = append(b, String(r.ID)[len(Marker):]...)
-	for _, v := range []int64{r.Due, r.Sent, r.FirstByte, r.Done, int64(r.Status)} {
-		b = append(b, ',')
-		b = strconv.AppendInt(b, v, 10)
-	}
+	b := AppendFields(make([]byte, 0, 128), r.ID, r.Due, r.Sent, r.FirstByte, r.Done, int64(r.Status))
 	b = append(b, ',')
 	b = append(b, strings.NewReplacer(",", ";", "\n", " ").Replace(r.Err)...)
 	b = append(b, '\n')
@@ -54,6 +49,18 @@ func (rw *RecordWriter) Write(r Record) error {
 
 // Flush writes buffered records out.
 func (rw *RecordWriter) Flush() error { return rw.w.Flush() }
+
+// AppendFields appends one CSV line's fields: id as 16 hex digits (no
+// marker), then each value in decimal, comma-separated, no newline. The
+// record file, the app's and the reference proxy's stamp files share it.
+func AppendFields(b []byte, id uint64, vals ...int64) []byte {
+	b = appendHex(b, id)
+	for _, v := range vals {
+		b = append(b, ',')
+		b = strconv.AppendInt(b, v, 10)
+	}
+	return b
+}
 
 // ReadRecords reads a record file written by RecordWriter.
 func ReadRecords(r io.Reader) ([]Record, error) {

@@ -19,11 +19,7 @@ const hexdigits = "0123456789abcdef"
 
 // Append appends the wire form of id ("hsid=" + 16 hex digits) to b.
 func Append(b []byte, id uint64) []byte {
-	b = append(b, Marker...)
-	for shift := 60; shift >= 0; shift -= 4 {
-		b = append(b, hexdigits[(id>>uint(shift))&0xf])
-	}
-	return b
+	return appendHex(append(b, Marker...), id)
 }
 
 // String is the wire form of id.
@@ -53,4 +49,12 @@ func isLowerHex(p []byte) bool {
 		}
 	}
 	return true
+}
+
+// appendHex appends id as 16 lowercase hex digits.
+func appendHex(b []byte, id uint64) []byte {
+	for shift := 60; shift >= 0; shift -= 4 {
+		b = append(b, hexdigits[(id>>uint(shift))&0xf])
+	}
+	return b
 }

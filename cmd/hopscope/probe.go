@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -93,11 +92,7 @@ describe a server sidecar, --outbound-port a client one.`,
 			if err := p.Close(); err != nil {
 				return fmt.Errorf("detach: %w", err)
 			}
-			if err := writeTo(jsonOut, func(f *os.File) error {
-				enc := json.NewEncoder(f)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
-			}); err != nil {
+			if err := writeJSON(jsonOut, res); err != nil {
 				return err
 			}
 			if hlogOut != "" {

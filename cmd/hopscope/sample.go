@@ -59,11 +59,7 @@ under "absent".`,
 			s.Start(ctx)
 			<-ctx.Done()
 			res := s.Stop()
-			if err := writeTo(jsonOut, func(f *os.File) error {
-				enc := json.NewEncoder(f)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
-			}); err != nil {
+			if err := writeJSON(jsonOut, res); err != nil {
 				return err
 			}
 			if csvOut != "" {
@@ -103,4 +99,13 @@ func writeTo(path string, fn func(*os.File) error) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// writeJSON writes v as indented JSON to path ("-": stdout).
+func writeJSON(path string, v any) error {
+	return writeTo(path, func(f *os.File) error {
+		enc := json.NewEncoder(f)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	})
 }

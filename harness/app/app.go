@@ -167,13 +167,7 @@ func (s *server) stamp(id uint64, recv, send int64) {
 		return
 	}
 	s.mu.Lock()
-	b := s.line[:0]
-	b = append(b, reqid.String(id)[len(reqid.Marker):]...)
-	b = append(b, ',')
-	b = strconv.AppendInt(b, recv, 10)
-	b = append(b, ',')
-	b = strconv.AppendInt(b, send, 10)
-	b = append(b, '\n')
+	b := append(reqid.AppendFields(s.line[:0], id, recv, send), '\n')
 	s.stamps.Write(b)
 	s.line = b
 	s.mu.Unlock()

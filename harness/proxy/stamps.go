@@ -44,13 +44,7 @@ func (sw *stampWriter) write(s Stamp) {
 		return
 	}
 	sw.mu.Lock()
-	var id [reqid.Len]byte
-	b := append(sw.b[:0], reqid.Append(id[:0], s.ID)[len(reqid.Marker):]...)
-	for _, v := range []int64{s.ReqRead, s.ReqWrite, s.RespRead, s.RespWrite} {
-		b = append(b, ',')
-		b = strconv.AppendInt(b, v, 10)
-	}
-	b = append(b, '\n')
+	b := append(reqid.AppendFields(sw.b[:0], s.ID, s.ReqRead, s.ReqWrite, s.RespRead, s.RespWrite), '\n')
 	sw.w.Write(b)
 	sw.b = b
 	sw.mu.Unlock()
