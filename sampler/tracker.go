@@ -223,18 +223,7 @@ func (t *tracker) openMemV2(dir string) error {
 	}
 	t.peakSource = "memory.peak"
 	// Kernels >= 6.12 keep a peak per open file, reset by a write to it.
-	fd, werr := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if werr == nil {
-		t.peakFile, t.peakScope = &kfile{path: p, fd: fd, buf: make([]byte, 64)}, "run"
-		return nil
-	}
-	t.markAbsent("run_peak", fmt.Sprintf("cannot open %s for writing to reset it (%v; a per-run memory.peak needs kernel 6.12+ and root): the peak is the cgroup's lifetime peak", p, werr))
-	if t.peakFile, err = openK(p); err != nil {
-		t.markAbsent("exact_peak", openErr(err))
-		t.peakSource = ""
-		return nil
-	}
-	t.peakScope = "lifetime"
+	t.openPeak(p, "a per-run memory.peak needs kernel 6.12+ and root")
 	return nil
 }
 
@@ -252,19 +241,28 @@ func (t *tracker) openMemV1(dir string) error {
 	}
 	p := filepath.Join(dir, "memory.max_usage_in_bytes")
 	t.peakSource = "memory.max_usage_in_bytes"
+	t.openPeak(p, "needs root")
+	return nil
+}
+
+// openPeak opens the exact peak file p: for writing where it can, so that
+// begin can reset it and the peak is the run's, else read-only and labelled
+// the cgroup's lifetime peak, with why in the result. Where p cannot be
+// opened at all there is no exact peak (only the sampled one).
+func (t *tracker) openPeak(p, needs string) {
 	fd, werr := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if werr == nil {
 		t.peakFile, t.peakScope = &kfile{path: p, fd: fd, buf: make([]byte, 64)}, "run"
-		return nil
+		return
 	}
-	t.markAbsent("run_peak", fmt.Sprintf("cannot open %s for writing to reset it (%v; needs root): the peak is the cgroup's lifetime peak", p, werr))
+	t.markAbsent("run_peak", fmt.Sprintf("cannot open %s for writing to reset it (%v; %s): the peak is the cgroup's lifetime peak", p, werr, needs))
+	var err error
 	if t.peakFile, err = openK(p); err != nil {
 		t.markAbsent("exact_peak", openErr(err))
 		t.peakSource = ""
-		return nil
+		return
 	}
 	t.peakScope = "lifetime"
-	return nil
 }
 
 // openProc opens /proc/PID for a source without a cgroup of its own: CPU
