@@ -64,39 +64,60 @@ func AppendFields(b []byte, id uint64, vals ...int64) []byte {
 
 // ReadRecords reads a record file written by RecordWriter.
 func ReadRecords(r io.Reader) ([]Record, error) {
+	var out []Record
+	_, err := ScanFields(r, "record file", RecordHeader, 7, func(id uint64, f []string) error {
+		rec := Record{ID: id}
+		var status int64
+		if err := ParseInts(f[:5], &rec.Due, &rec.Sent, &rec.FirstByte, &rec.Done, &status); err != nil {
+			return err
+		}
+		rec.Status, rec.Err = int(status), f[5]
+		out = append(out, rec)
+		return nil
+	})
+	return out, err
+}
+
+// ScanFields reads a file of AppendFields lines under header: it checks the
+// header line, splits each later line into n fields (the last keeps any
+// further commas), parses the hex ID and calls fn with the n-1 fields after
+// it. Errors name what (a "stamps file") and the line. It returns how many
+// lines it read, the header included.
+func ScanFields(r io.Reader, what, header string, n int, fn func(id uint64, fields []string) error) (lines int, err error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var out []Record
-	line := 0
 	for sc.Scan() {
-		line++
+		lines++
 		text := sc.Text()
-		if line == 1 {
-			if text != RecordHeader {
-				return nil, fmt.Errorf("record file: header %q, want %q", text, RecordHeader)
+		if lines == 1 {
+			if text != header {
+				return lines, fmt.Errorf("%s: header %q, want %q", what, text, header)
 			}
 			continue
 		}
-		f := strings.SplitN(text, ",", 7)
-		if len(f) != 7 {
-			return out, fmt.Errorf("record file line %d: %d fields, want 7", line, len(f))
+		f := strings.SplitN(text, ",", n)
+		if len(f) != n {
+			return lines, fmt.Errorf("%s line %d: %d fields, want %d", what, lines, len(f), n)
 		}
-		var rec Record
-		var err error
-		if rec.ID, err = strconv.ParseUint(f[0], 16, 64); err != nil {
-			return out, fmt.Errorf("record file line %d: id: %w", line, err)
+		id, err := strconv.ParseUint(f[0], 16, 64)
+		if err != nil {
+			return lines, fmt.Errorf("%s line %d: id: %w", what, lines, err)
 		}
-		ints := []*int64{&rec.Due, &rec.Sent, &rec.FirstByte, &rec.Done}
-		for i, p := range ints {
-			if *p, err = strconv.ParseInt(f[i+1], 10, 64); err != nil {
-				return out, fmt.Errorf("record file line %d: field %d: %w", line, i+2, err)
-			}
+		if err := fn(id, f[1:]); err != nil {
+			return lines, fmt.Errorf("%s line %d: %w", what, lines, err)
 		}
-		if rec.Status, err = strconv.Atoi(f[5]); err != nil {
-			return out, fmt.Errorf("record file line %d: status: %w", line, err)
-		}
-		rec.Err = f[6]
-		out = append(out, rec)
 	}
-	return out, sc.Err()
+	return lines, sc.Err()
+}
+
+// ParseInts parses fields[i] as a decimal integer into dst[i].
+func ParseInts(fields []string, dst ...*int64) error {
+	for i, p := range dst {
+		v, err := strconv.ParseInt(fields[i], 10, 64)
+		if err != nil {
+			return fmt.Errorf("field %d: %w", i+2, err)
+		}
+		*p = v
+	}
+	return nil
 }

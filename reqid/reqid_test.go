@@ -2,6 +2,7 @@ package reqid
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -77,4 +78,24 @@ func FuzzFind(f *testing.F) {
 			t.Fatalf("found %x not present in input", id)
 		}
 	})
+}
+
+func TestScanFieldsErrors(t *testing.T) {
+	cases := []struct{ name, in, want string }{
+		{"header", "x,y\n", `stamps file: header "x,y"`},
+		{"fields", "id,a,b\n0000000000000001,2\n", "stamps file line 2: 2 fields, want 3"},
+		{"id", "id,a,b\nzz,1,2\n", "stamps file line 2: id:"},
+		{"int", "id,a,b\n0000000000000001,1,x\n", "stamps file line 2: field 3:"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ScanFields(strings.NewReader(c.in), "stamps file", "id,a,b", 3, func(_ uint64, f []string) error {
+				var a, b int64
+				return ParseInts(f, &a, &b)
+			})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want it to contain %q", err, c.want)
+			}
+		})
+	}
 }

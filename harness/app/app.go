@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -256,34 +255,14 @@ const StampHeader = "id,recv_ns,send_ns"
 
 // ReadStamps reads a stamps file written by the app.
 func ReadStamps(r io.Reader) ([]Stamp, error) {
-	sc := bufio.NewScanner(r)
 	var out []Stamp
-	line := 0
-	for sc.Scan() {
-		line++
-		text := sc.Text()
-		if line == 1 {
-			if text != StampHeader {
-				return nil, fmt.Errorf("stamps file: header %q, want %q", text, StampHeader)
-			}
-			continue
-		}
-		f := strings.Split(text, ",")
-		if len(f) != 3 {
-			return out, fmt.Errorf("stamps file line %d: %d fields, want 3", line, len(f))
-		}
-		var st Stamp
-		var err error
-		if st.ID, err = strconv.ParseUint(f[0], 16, 64); err != nil {
-			return out, fmt.Errorf("stamps file line %d: id: %w", line, err)
-		}
-		if st.Recv, err = strconv.ParseInt(f[1], 10, 64); err != nil {
-			return out, fmt.Errorf("stamps file line %d: recv: %w", line, err)
-		}
-		if st.Send, err = strconv.ParseInt(f[2], 10, 64); err != nil {
-			return out, fmt.Errorf("stamps file line %d: send: %w", line, err)
+	_, err := reqid.ScanFields(r, "stamps file", StampHeader, 3, func(id uint64, f []string) error {
+		st := Stamp{ID: id}
+		if err := reqid.ParseInts(f, &st.Recv, &st.Send); err != nil {
+			return err
 		}
 		out = append(out, st)
-	}
-	return out, sc.Err()
+		return nil
+	})
+	return out, err
 }

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/hopscope/hopscope/reqid"
@@ -61,35 +59,17 @@ func (sw *stampWriter) flush() error {
 
 // ReadStamps reads a stamps file.
 func ReadStamps(r io.Reader) ([]Stamp, error) {
-	sc := bufio.NewScanner(r)
 	var out []Stamp
-	line := 0
-	for sc.Scan() {
-		line++
-		if line == 1 {
-			if sc.Text() != StampHeader {
-				return nil, fmt.Errorf("stamps file: header %q, want %q", sc.Text(), StampHeader)
-			}
-			continue
-		}
-		f := strings.Split(sc.Text(), ",")
-		if len(f) != 5 {
-			return out, fmt.Errorf("stamps file line %d: %d fields, want 5", line, len(f))
-		}
-		var s Stamp
-		var err error
-		if s.ID, err = strconv.ParseUint(f[0], 16, 64); err != nil {
-			return out, fmt.Errorf("stamps file line %d: id: %w", line, err)
-		}
-		for i, p := range []*int64{&s.ReqRead, &s.ReqWrite, &s.RespRead, &s.RespWrite} {
-			if *p, err = strconv.ParseInt(f[i+1], 10, 64); err != nil {
-				return out, fmt.Errorf("stamps file line %d: field %d: %w", line, i+2, err)
-			}
+	lines, err := reqid.ScanFields(r, "stamps file", StampHeader, 5, func(id uint64, f []string) error {
+		s := Stamp{ID: id}
+		if err := reqid.ParseInts(f, &s.ReqRead, &s.ReqWrite, &s.RespRead, &s.RespWrite); err != nil {
+			return err
 		}
 		out = append(out, s)
-	}
-	if line == 0 {
+		return nil
+	})
+	if err == nil && lines == 0 {
 		return nil, fmt.Errorf("stamps file: empty, want the header %q", StampHeader)
 	}
-	return out, sc.Err()
+	return out, err
 }
