@@ -31,16 +31,7 @@ func BenchmarkClassifier(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("HOPSCOPE_BENCH_CAPTURE")); err == nil {
 		capture = v
 	}
-	p, err := Start(context.Background(), Config{Ports: []uint16{8080}, CaptureBytes: capture})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	prog, err := p.att.loadProgram(7)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer prog.Close()
+	p, prog := testProgram(b, Config{CaptureBytes: capture})
 	ownPoint(p, 7)
 	body := bytes.Repeat([]byte("x"), 200)
 	req := append([]byte("GET /?hsid=00000000000000a1 HTTP/1.1\r\nHost: bench\r\n\r\n"), body...)
@@ -108,16 +99,7 @@ func BenchmarkClassifier(b *testing.B) {
 // each and reports what was read and dropped at each.
 func BenchmarkFlood(b *testing.B) {
 	needRoot(b)
-	p, err := Start(context.Background(), Config{Ports: []uint16{8080}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	prog, err := p.att.loadProgram(7)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer prog.Close()
+	p, prog := testProgram(b, Config{})
 	ownPoint(p, 7)
 	pkt := packet(false, 40000, 8080, 1, FlagACK|FlagPSH, []byte("GET /?hsid=00000000000000a1 HTTP/1.1\r\nHost: x\r\n\r\n"))
 	for _, rate := range []int{200000, 400000, 800000, 1600000} {

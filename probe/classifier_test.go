@@ -47,7 +47,7 @@ func packet(v6 bool, sport, dport uint16, seq uint32, flags uint8, payload []byt
 
 // testProgram starts a probe watching port 8080 and loads one classifier
 // instance for point 7 (not attached anywhere: driven by BPF_PROG_TEST_RUN).
-func testProgram(t *testing.T, cfg Config) (*Probe, *ebpf.Program) {
+func testProgram(t testing.TB, cfg Config) (*Probe, *ebpf.Program) {
 	t.Helper()
 	needRoot(t)
 	cfg.Ports = []uint16{8080}

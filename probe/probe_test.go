@@ -24,7 +24,7 @@ func modes(t *testing.T) []Mode {
 	return []Mode{TCX, Clsact}
 }
 
-func startProbe(t *testing.T, cfg Config) *Probe {
+func startProbe(t testing.TB, cfg Config) *Probe {
 	t.Helper()
 	cfg.Logf = t.Logf
 	p, err := Start(context.Background(), cfg)
