@@ -110,7 +110,7 @@ client() {
   case $tool in
     hopscope|hopscope-spin)
       local r=$rate; [ "$mode" = max ] && r=max
-      local extra=(); [ "$tool" = hopscope-spin ] && extra=(--spin 20us)
+      local extra=(); [ "$tool" = hopscope-spin ] && extra=(--spin 50us)
       "${T[@]}" "$HS" load -q --rate "$r" --duration "${dur}s" -c 10 "${extra[@]}" --json "$out.json" "$URL" >"$out.out" 2>&1 ;;
     fortio)
       local q=$rate; [ "$mode" = max ] && q=0
@@ -215,7 +215,7 @@ print("| tool | runs | achieved req/s | p50 ms | p99 ms | send-lag p99 µs | CPU
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for t in ["hopscope", "hopscope-spin", "fortio", "vegeta"]:
     if t in A:
-        rs = A[t]; name = {"hopscope-spin": "hopscope --spin 20us"}.get(t, t)
+        rs = A[t]; name = {"hopscope-spin": "hopscope --spin 50us"}.get(t, t)
         print("| %s | %d | %s | %s | %s | %s | %s | %s |" % (name, len(rs), fmt(med(rs, "rate"), 1), fmt(med(rs, "p50")), fmt(med(rs, "p99")),
               fmt(med(rs, "lag99"), 0) if t.startswith("hopscope") else "-", fmt(med(rs, "cpk"), 1), fmt(med(rs, "errors"), 0)))
 if "hopscope" in A and "fortio" in A:
@@ -233,7 +233,7 @@ if jit:
     print("Timer jitter floor (a bare sleep loop, 2000 wake-ups/s, same priority), p99 per run (µs): %s; max (µs): %s" % (
         ", ".join("%.0f" % (j["p99"] / 1e3) for j in jit), ", ".join("%.0f" % (j["max"] / 1e3) for j in jit)))
 if "hopscope-spin" in A:
-    print("hopscope --spin 20us send-lag p99 per run (µs): %s" % ", ".join(fmt(r.get("lag99"), 0) for r in A["hopscope-spin"]))
+    print("hopscope --spin 50us send-lag p99 per run (µs): %s" % ", ".join(fmt(r.get("lag99"), 0) for r in A["hopscope-spin"]))
 B = load("max")
 print("\n### B. Closed loop, 10 connections, client on CPU 0, nginx on CPU 1\n")
 print("| tool | runs | median req/s | per run | CPU ms / 1000 req |")

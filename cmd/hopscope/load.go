@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,15 @@ Ctrl-C stops early and still prints and writes what was measured.`,
 			}
 			if _, err := cfg.Check(); err != nil {
 				return usagef("load: %v", strings.TrimPrefix(err.Error(), load.ErrConfig.Error()+": "))
+			}
+			if cfg.Procs < 0 {
+				return usagef("load: --procs %d: want 0 (auto) or a positive number", cfg.Procs)
+			}
+			switch {
+			case cfg.Procs > 0:
+				runtime.GOMAXPROCS(cfg.Procs)
+			case os.Getenv("GOMAXPROCS") == "":
+				runtime.GOMAXPROCS(load.AutoProcs(cfg, runtime.GOMAXPROCS(0)))
 			}
 			var closers []*os.File
 			defer func() {
@@ -118,6 +128,7 @@ Ctrl-C stops early and still prints and writes what was measured.`,
 	f.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "per-request (and connect) timeout")
 	f.IntVar(&cfg.Payload, "payload", 0, "gRPC request payload bytes")
 	f.DurationVar(&cfg.Spin, "spin", 0, "stop sleeping this long before each due time and yield in a loop (less send lag, more CPU)")
+	f.IntVar(&cfg.Procs, "procs", 0, "Go Ps (GOMAXPROCS) for the run; 0: one per 10,000 req/s of open loop, all CPUs for --rate max (the GOMAXPROCS variable overrides)")
 	f.StringVar(&jsonOut, "json", "", "write the result as JSON to this file")
 	f.StringVar(&hlogOut, "hlog", "", "write per-second latency histograms (HdrHistogram log) to this file")
 	f.StringVar(&recOut, "records", "", "write one CSV record per request (id, due, sent, first byte, done) to this file")

@@ -42,6 +42,7 @@ func TestCLIBadInput(t *testing.T) {
 		{[]string{"load", "--rate", "fast", "http://" + h + "/"}, 2, "or max"},
 		{[]string{"load", "--rate", "10", "--duration", "soon", "http://" + h + "/"}, 2, "invalid duration"},
 		{[]string{"load", "--rate", "10", "--duration", "-1s", "http://" + h + "/"}, 2, "positive duration"},
+		{[]string{"load", "--rate", "10", "--procs", "-1", "http://" + h + "/"}, 2, "--procs"},
 		{[]string{"load", "--rate", "10"}, 2, "exactly one URL"},
 		{[]string{"load", "http://" + h + "/"}, 2, "--rate"},
 		{[]string{"app", "--listen", "127.0.0.1:0", "--delay", "fast"}, 2, "exp:1ms"},
@@ -114,9 +115,33 @@ func TestCLIInterrupt(t *testing.T) {
 	if !res.Interrupted || res.Requests < 50 || res.LatencyHist.H == nil || res.LatencyHist.H.TotalCount() != res.OK {
 		t.Errorf("result: interrupted %v requests %d ok %d", res.Interrupted, res.Requests, res.OK)
 	}
+	// --procs defaults to one P per 10,000 req/s of open loop.
+	if os.Getenv("GOMAXPROCS") == "" && res.Procs != 1 {
+		t.Errorf("procs %d at 100 req/s, want 1 (AutoProcs)", res.Procs)
+	}
 	for _, f := range []string{hlogF, recF} {
 		if st, err := os.Stat(f); err != nil || st.Size() < 100 {
 			t.Errorf("%s: %v, want it written", f, err)
+		}
+	}
+}
+
+func TestAutoProcs(t *testing.T) {
+	for _, tc := range []struct {
+		cfg        Config
+		ncpu, want int
+	}{
+		{Config{Rate: 20}, 8, 1},
+		{Config{Rate: 2000}, 8, 1},
+		{Config{Rate: 10000}, 8, 1},
+		{Config{Rate: 10001}, 8, 2},
+		{Config{Rate: 45000}, 8, 5},
+		{Config{Rate: 1e6}, 8, 8},
+		{Config{Rate: 1e6}, 1, 1},
+		{Config{ClosedLoop: true}, 8, 8},
+	} {
+		if got := AutoProcs(tc.cfg, tc.ncpu); got != tc.want {
+			t.Errorf("AutoProcs(rate %g, closed %v, ncpu %d) = %d, want %d", tc.cfg.Rate, tc.cfg.ClosedLoop, tc.ncpu, got, tc.want)
 		}
 	}
 }

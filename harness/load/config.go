@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"strings"
@@ -30,6 +31,10 @@ type Config struct {
 	// yields in a loop instead: less send lag, more CPU. 0 sleeps to the due
 	// time (a timerfd wakes within tens of µs).
 	Spin time.Duration
+
+	// Procs is the GOMAXPROCS the CLI sets for the run; 0: AutoProcs. Run
+	// itself leaves GOMAXPROCS alone (a library must not change it).
+	Procs int
 
 	Hlog    io.Writer // per-second interval histograms of latency (HdrHistogram log), or nil
 	Records io.Writer // per-request records (reqid.RecordWriter), or nil
@@ -132,4 +137,22 @@ func (c *Config) Check() (Target, error) {
 		c.Spin = 0
 	}
 	return t, nil
+}
+
+// ProcsPerRate is how many requests per second one Go P carries in an open
+// loop before AutoProcs adds another: one P drives 10,000 req/s on loopback
+// here with send lag p99 under 100 µs, at about 40 µs of CPU per request.
+const ProcsPerRate = 10000
+
+// AutoProcs is the GOMAXPROCS an open loop at cfg.Rate runs best with:
+// one P per ProcsPerRate requests per second, at most ncpu. With one P the
+// thread that wakes from the timerfd runs the schedule itself; with more,
+// the wake-up is often handed to another thread (a futex wake and, on a VM,
+// an IPI to a halted vCPU), which doubled send lag p99 at 2000 req/s here
+// and cost 10% more CPU. A closed loop keeps ncpu.
+func AutoProcs(cfg Config, ncpu int) int {
+	if cfg.ClosedLoop || cfg.Rate <= 0 {
+		return ncpu
+	}
+	return max(1, min(ncpu, int(math.Ceil(cfg.Rate/ProcsPerRate))))
 }

@@ -2,6 +2,7 @@ package load
 
 import (
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -184,7 +185,7 @@ func (g *gen) result() (*Result, error) {
 		ConnectionsOpened: g.opened.Load(), ConnectionsGrown: r.grewN.Load(), Delayed: r.delayedN.Load(),
 		WarmupNs: int64(g.cfg.Warmup), DurationNs: window,
 		Start: r.wall0, StartMonoNs: g.measureAt,
-		Clamped: r.clamped,
+		Clamped: r.clamped, Procs: runtime.GOMAXPROCS(0),
 		Latency: hist.Summarize(r.tlat), ServiceTime: hist.Summarize(r.svc), SendLag: hist.Summarize(r.lag),
 		LatencyHist: hist.Encoded{H: r.tlat}, ServiceTimeHist: hist.Encoded{H: r.svc},
 	}

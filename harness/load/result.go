@@ -53,6 +53,7 @@ type Result struct {
 	Interrupted bool      `json:"interrupted"`
 	FirstID     uint64    `json:"first_id"` // open loop: ID of the first measured request; IDs rise by one per request (0 in closed loop)
 	Clamped     int64     `json:"clamped"`  // values outside 1 µs..60 s, counted at the edge
+	Procs       int       `json:"procs"`    // GOMAXPROCS during the run (see AutoProcs)
 
 	Latency     hist.Summary `json:"latency_ns"`      // from due time to the last byte of the response
 	ServiceTime hist.Summary `json:"service_time_ns"` // from the actual send to the last byte
