@@ -5,3 +5,4 @@ package bpf
 // includes beyond libbpf's headers, DWARF stripped by bpf2go, paths relative.
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -strip llvm-strip -target bpfel -type counters -cflags "-O2 -g -Wall -Werror -mcpu=v3" Probe probe.c
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -strip llvm-strip -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3" Minimal minimal.c
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -strip llvm-strip -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3" Cgstat cgstat.c

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"strconv"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,13 +30,22 @@ func openK(path string) (*kfile, error) {
 }
 
 // read returns the whole file; the slice is valid until the next read.
+//
+// The pread is a raw system call, without the runtime's entersyscall: a
+// cgroup or /proc file is generated in memory and never blocks for long,
+// and entersyscall wakes the runtime's sysmon thread, which then polls every
+// 20 µs for a while. At 1,000 reads a second (100 cgroups at 10 Hz) that
+// polling was a tenth of the sampler's CPU.
 func (f *kfile) read() ([]byte, error) {
 	for {
-		n, err := unix.Pread(f.fd, f.buf, 0)
-		if err != nil {
-			return nil, &fs.PathError{Op: "read", Path: f.path, Err: err}
+		n, _, e := unix.RawSyscall6(unix.SYS_PREAD64, uintptr(f.fd), uintptr(unsafe.Pointer(&f.buf[0])), uintptr(len(f.buf)), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
 		}
-		if n < len(f.buf) {
+		if e != 0 {
+			return nil, &fs.PathError{Op: "read", Path: f.path, Err: e}
+		}
+		if int(n) < len(f.buf) {
 			return f.buf[:n], nil
 		}
 		f.buf = make([]byte, 2*len(f.buf))

@@ -37,6 +37,10 @@ type Config struct {
 	// the others together; reading it at 10 Hz for 100 cgroups would break
 	// the 1%-of-a-core budget.
 	StatInterval time.Duration
+	// Reader is how quick ticks read CPU usage and current memory: "" (auto:
+	// ReaderBPF where it loads, else ReaderFiles, saying why) or
+	// ReaderFiles.
+	Reader string
 	// NoSeries keeps no time series (a long-running agent): WriteCSV then
 	// writes only the header.
 	NoSeries bool
@@ -44,18 +48,22 @@ type Config struct {
 
 // Sampler samples a changing set of sources on one timer.
 type Sampler struct {
-	cfg      Config
-	statN    int
-	mu       sync.Mutex
-	h        *hierarchies
-	hErr     error
-	trackers map[string]*tracker
-	start    int64
-	running  bool
-	tick     int
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stopped  *Result
+	cfg       Config
+	statN     int
+	mu        sync.Mutex
+	h         *hierarchies
+	hErr      error
+	trackers  map[string]*tracker
+	start     int64
+	running   bool
+	tick      int
+	batch     *batch // nil: quick ticks read files
+	reader    string // ReaderBPF or ReaderFiles
+	readerWhy string // why not ReaderBPF
+	replan    bool   // the set of sources changed since the batch's plan
+	cancel    context.CancelFunc
+	done      chan struct{}
+	stopped   *Result
 }
 
 // New returns a sampler; add sources, then Start it.
@@ -132,6 +140,7 @@ func (s *Sampler) Add(src Source) error {
 		return fmt.Errorf("source %q added twice", src.Name)
 	}
 	s.trackers[src.Name] = t
+	s.replan = true
 	if s.running {
 		t.begin(clock.Now())
 	}
@@ -147,6 +156,7 @@ func (s *Sampler) Remove(name string) (Resources, bool) {
 		return Resources{}, false
 	}
 	delete(s.trackers, name)
+	s.replan = true
 	if s.running {
 		t.sample(clock.Now(), s.start, all)
 	}
@@ -163,6 +173,14 @@ func (s *Sampler) Start(ctx context.Context) {
 		return
 	}
 	s.running = true
+	s.reader, s.readerWhy = ReaderFiles, "asked for"
+	if s.cfg.Reader != ReaderFiles {
+		if b, err := newBatch(); err != nil {
+			s.readerWhy = err.Error()
+		} else {
+			s.batch, s.reader, s.readerWhy, s.replan = b, ReaderBPF, "", true
+		}
+	}
 	s.start = clock.Now()
 	for _, t := range s.trackers {
 		t.begin(s.start)
@@ -191,14 +209,52 @@ func (s *Sampler) loop(ctx context.Context) {
 				d = all
 			}
 		}
+		if d < all && s.batch != nil {
+			s.readBatch()
+		}
 		now := clock.Now()
 		for _, t := range s.trackers {
-			t.sample(now, s.start, d)
+			t.sampleWith(now, s.start, d, s.batch)
 			if t.keep && !t.dead {
 				t.series = append(t.series, t.point())
 			}
 		}
 		s.mu.Unlock()
+	}
+}
+
+// readBatch runs the batch for a quick tick, planning its walks first if
+// the sources changed. On an error the sampler goes back to reading files
+// and says why in the result. s.mu held.
+func (s *Sampler) readBatch() {
+	err := error(nil)
+	if s.replan {
+		dirs := map[string][]string{}
+		for _, t := range s.trackers {
+			if t.dead {
+				continue
+			}
+			if t.cpuKey.id != 0 {
+				dirs[t.cpuKey.mount] = append(dirs[t.cpuKey.mount], t.loc.v2)
+			}
+			if t.memKey.id != 0 {
+				dir := t.loc.memory
+				if t.memFrom == "v2" {
+					dir = t.loc.v2
+				}
+				dirs[t.memKey.mount] = append(dirs[t.memKey.mount], dir)
+			}
+		}
+		err = s.batch.plan(dirs)
+		s.replan = false
+	}
+	if err == nil {
+		err = s.batch.read()
+	}
+	if err != nil {
+		s.batch.close()
+		s.batch = nil
+		s.reader, s.readerWhy = ReaderFiles, fmt.Sprintf("the BPF cgroup iterator failed at t=%.1fs: %v", float64(clock.Now()-s.start)/1e9, err)
 	}
 }
 
@@ -231,6 +287,10 @@ func (s *Sampler) Stop() Result {
 	for _, t := range s.trackers {
 		t.close()
 	}
+	if s.batch != nil {
+		s.batch.close()
+		s.batch = nil
+	}
 	s.running = false
 	s.stopped = &r
 	return r
@@ -253,7 +313,7 @@ func (s *Sampler) result() Result {
 	} else if m, err := DetectMode(); err == nil {
 		mode = m
 	}
-	r := Result{Mode: mode, IntervalNs: s.cfg.Interval.Nanoseconds(), StatIntervalNs: s.cfg.StatInterval.Nanoseconds(),
+	r := Result{Mode: mode, Reader: s.reader, ReaderNote: s.readerWhy, IntervalNs: s.cfg.Interval.Nanoseconds(), StatIntervalNs: s.cfg.StatInterval.Nanoseconds(),
 		StartNs: s.start, EndNs: clock.Now(), series: map[string][]Sample{}}
 	names := make([]string, 0, len(s.trackers))
 	for n := range s.trackers {
@@ -290,7 +350,11 @@ func (t *tracker) point() Sample {
 
 // Result is what one run measured, one entry per source.
 type Result struct {
-	Mode           Mode        `json:"mode"`
+	Mode Mode `json:"mode"`
+	// Reader is how CPU usage and current memory were read between the
+	// StatInterval readings: ReaderBPF or ReaderFiles (ReaderNote: why).
+	Reader         string      `json:"reader"`
+	ReaderNote     string      `json:"reader_note,omitempty"`
 	IntervalNs     int64       `json:"interval_ns"`
 	StatIntervalNs int64       `json:"stat_interval_ns"`
 	StartNs        int64       `json:"start_ns"`

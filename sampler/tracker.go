@@ -48,6 +48,7 @@ type tracker struct {
 	psiCPUFile, psiMemFile     *kfile
 	cpuFrom, memFrom           string // "v2", "v1", "proc"
 	cpuV1                      bool   // cpuacct: ns files
+	cpuKey, memKey             bkey   // where a batch has CPU / memory ({} if it cannot)
 	inactiveKey                string
 
 	peakSource, peakScope string
@@ -138,6 +139,7 @@ func (t *tracker) openCgroup(h *hierarchies) error {
 			cpuWhy = append(cpuWhy, openErr(err))
 		} else {
 			t.cpuFile, t.cpuFrom = f, "v2"
+			t.cpuKey = batchKey(h.v2, l.v2)
 		}
 	} else if v2why != "" {
 		cpuWhy = append(cpuWhy, v2why)
@@ -167,6 +169,8 @@ func (t *tracker) openCgroup(h *hierarchies) error {
 		if exists(filepath.Join(l.v2, "memory.current")) {
 			if err := t.openMemV2(l.v2); err != nil {
 				memWhy = append(memWhy, err.Error())
+			} else {
+				t.memKey = batchKey(h.v2, l.v2)
 			}
 		} else {
 			memWhy = append(memWhy, "memory.current missing in "+l.v2+" (memory controller not enabled in the parent's cgroup.subtree_control)")
@@ -175,6 +179,8 @@ func (t *tracker) openCgroup(h *hierarchies) error {
 	if t.memFile == nil && memok {
 		if err := t.openMemV1(l.memory); err != nil {
 			memWhy = append(memWhy, err.Error())
+		} else {
+			t.memKey = batchKey(h.v1["memory"], l.memory)
 		}
 	} else if t.memFile == nil && memwhy != "" {
 		memWhy = append(memWhy, memwhy)
@@ -312,7 +318,7 @@ func (t *tracker) begin(now int64) {
 			t.markAbsent("run_peak", fmt.Sprintf("cannot reset %s (%v; needs %s): the peak is the cgroup's lifetime peak", t.peakFile.path, err, need))
 		}
 	}
-	r, err := t.read(now, all)
+	r, err := t.read(now, all, nil)
 	if err != nil {
 		t.fail(now, now, err)
 		return
@@ -343,14 +349,27 @@ const (
 
 // read takes a reading of the files depth d asks for; the others keep their
 // last value, except the working set, which is only valid where read.
-func (t *tracker) read(now int64, d depth) (reading, error) {
+func (t *tracker) read(now int64, d depth, b *batch) (reading, error) {
 	full := d >= stat
 	r := t.last
 	r.t, r.d = now, d
 	if !full {
 		r.ws = none
 	}
-	if t.cpuFile != nil {
+	// Between full readings (d < all) CPU usage and current memory come
+	// from the batch where it has them; the files are read for the rest
+	// (cpu.stat's user/system split then waits for the next full reading),
+	// and for a cgroup the batch did not see.
+	cpuDone, memDone := false, false
+	if d < all && b != nil {
+		if v, ok := b.vals[t.cpuKey]; ok && t.cpuKey.id != 0 && v.flushed {
+			r.cpu, cpuDone = v.cpuNs/1000, true
+		}
+		if v, ok := b.vals[t.memKey]; ok && t.memKey.id != 0 && v.memBytes != none {
+			r.mem, memDone = v.memBytes, true
+		}
+	}
+	if t.cpuFile != nil && !cpuDone {
 		b, err := t.cpuFile.read()
 		if err != nil {
 			return r, err
@@ -383,7 +402,7 @@ func (t *tracker) read(now int64, d depth) (reading, error) {
 			r.nrThrottled, _ = fieldOr(b, "nr_throttled")
 		}
 	}
-	if t.memFile != nil {
+	if t.memFile != nil && !memDone {
 		b, err := t.memFile.read()
 		if err != nil {
 			return r, err
@@ -401,25 +420,29 @@ func (t *tracker) read(now int64, d depth) (reading, error) {
 				return r, fmt.Errorf("parse %s: %w", t.memFile.path, err)
 			}
 			r.mem = v
-			if full && t.peakFile != nil {
-				p, err := t.peakFile.readInt()
-				if err != nil {
-					return r, err
-				}
-				r.peak = p
+		}
+	}
+	if full && t.kind != "proc" && t.memFile != nil {
+		if t.peakFile != nil {
+			p, err := t.peakFile.readInt()
+			if err != nil {
+				return r, err
 			}
-			if full && t.statFile != nil {
-				b, err := t.statFile.read()
-				if err != nil {
-					return r, err
-				}
-				if in, ok := field(b, t.inactiveKey); ok {
-					r.ws = max(r.mem-in, 0)
-				}
+			r.peak = p
+		}
+		if t.statFile != nil {
+			b, err := t.statFile.read()
+			if err != nil {
+				return r, err
+			}
+			if in, ok := field(b, t.inactiveKey); ok {
+				r.ws = max(r.mem-in, 0)
 			}
 		}
 	}
-	if full && t.eventsFile != nil {
+	// OOM events and PSI count up; the run needs their first and last
+	// values, so they are read with the rest only every 10th StatInterval.
+	if d >= all && t.eventsFile != nil {
 		if b, err := t.eventsFile.read(); err == nil {
 			if v, ok := field(b, "oom_kill"); ok {
 				r.oom = v
@@ -505,11 +528,15 @@ func statusKB(b []byte, key string) (int64, bool) {
 }
 
 // sample takes one reading and folds it in.
-func (t *tracker) sample(now, start int64, d depth) {
+func (t *tracker) sample(now, start int64, d depth) { t.sampleWith(now, start, d, nil) }
+
+// sampleWith samples, taking a quick tick's CPU and memory from b where it
+// has them (b may be nil).
+func (t *tracker) sampleWith(now, start int64, d depth, b *batch) {
 	if t.dead {
 		return
 	}
-	r, err := t.read(now, d)
+	r, err := t.read(now, d, b)
 	if err != nil {
 		t.fail(now, start, err)
 		return
@@ -566,4 +593,14 @@ func (t *tracker) close() {
 	for _, f := range []*kfile{t.cpuFile, t.userFile, t.sysFile, t.memFile, t.statFile, t.peakFile, t.eventsFile, t.psiCPUFile, t.psiMemFile} {
 		f.close()
 	}
+}
+
+// batchKey is a cgroup's key in a batch, or {} where its directory cannot
+// be stat'ed (the files are then read).
+func batchKey(mount, dir string) bkey {
+	id, err := cgroupID(dir)
+	if err != nil || mount == "" {
+		return bkey{}
+	}
+	return bkey{mount, id}
 }

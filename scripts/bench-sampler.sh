@@ -49,7 +49,7 @@ args=()
 for i in $(seq -w 1 "$N"); do
   for r in "${roots[@]}"; do mkdir -p "$r/$top/c$i"; done
   # One sleeping process per cgroup, so each is populated.
-  ( for r in "${roots[@]}"; do echo $BASHPID > "$r/$top/c$i/cgroup.procs"; done; exec sleep $((LONG + SHORT + 120)) ) &
+  ( for r in "${roots[@]}"; do echo $BASHPID > "$r/$top/c$i/cgroup.procs"; done; exec sleep $(( (LONG + SHORT + 10) * ${REPS:-3} * 2 + 120 )) ) &
   pids+=($!)
   args+=(--cgroup "/$top/c$i")
 done
@@ -59,21 +59,33 @@ secs() { # "0m1.234s 0m0.100s" -> 1.334
   awk '{ t = 0; for (i = 1; i <= NF; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%.3f", t }' <<<"$1"
 }
 cpu=
-run() { # runs hopscope sample for $1 seconds; sets cpu to its CPU seconds (user+sys)
+run() { # runs hopscope sample for $1 seconds with --reader $2; sets cpu to its CPU seconds (user+sys)
   local t=$out/.times before after
   times >"$t" # line 2: waited-for children's user and system time (no subshell: $(times) would see none)
   before=$(sed -n 2p "$t")
-  "$BIN" sample "${args[@]}" --duration "$1s" --interval 100ms --json "$out/sampler-$1s.json" >/dev/null
+  ${PERF:-} "$BIN" sample "${args[@]}" --duration "$1s" --interval 100ms --reader "$2" --json "$out/sampler-$2-$1s.json" >/dev/null
   times >"$t"
   after=$(sed -n 2p "$t")
   rm -f "$t"
   cpu=$(awk -v a="$(secs "$after")" -v b="$(secs "$before")" 'BEGIN { printf "%.3f", a - b }')
 }
 
-run "$SHORT"; short=$cpu
-run "$LONG"; long=$cpu
-samples=$(jq '[.sources[].samples] | min' "$out/sampler-${LONG}s.json")
-pct=$(awk -v l="$long" -v s="$short" -v L="$LONG" -v S="$SHORT" 'BEGIN { printf "%.2f", 100 * (l - s) / (L - S) }')
-load=$(cut -d' ' -f1-3 /proc/loadavg)
-line="sampler: $N cgroups ($mode) at 10 Hz: ${pct}% of one core (rusage: ${long}s CPU in ${LONG}s minus ${short}s in ${SHORT}s; >= $samples samples each; load avg $load); budget 1%"
-echo "$line" | tee "$out/sampler.txt"
+# REPS rounds, the two readers back to back in each; the figure per reader
+# is the median over rounds of (long - short) / (LONG - SHORT).
+REPS=${REPS:-3}
+: >"$out/sampler.txt"
+for reader in auto files; do
+  pcts=()
+  for rep in $(seq "$REPS"); do
+    run "$SHORT" $reader; short=$cpu
+    run "$LONG" $reader; long=$cpu
+    pcts+=("$(awk -v l="$long" -v s="$short" -v L="$LONG" -v S="$SHORT" 'BEGIN { printf "%.2f", 100 * (l - s) / (L - S) }')")
+  done
+  med=$(printf '%s\n' "${pcts[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+  json=$out/sampler-$reader-${LONG}s.json
+  samples=$(jq '[.sources[].samples] | min' "$json")
+  used=$(jq -r '.reader + (if .reader_note then " (" + .reader_note + ")" else "" end)' "$json")
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  line="sampler: $N cgroups ($mode) at 10 Hz, --reader $reader [$used]: median ${med}% of one core over $REPS runs (${pcts[*]}; rusage of ${LONG}s minus ${SHORT}s runs; >= $samples samples each; load avg $load); budget 1%"
+  echo "$line" | tee -a "$out/sampler.txt"
+done

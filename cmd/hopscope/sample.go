@@ -17,6 +17,7 @@ func init() {
 		jsonOut, csvOut    string
 		pid                int
 		duration, interval time.Duration
+		reader             string
 	)
 	cmd := &cobra.Command{
 		Use:   "sample --cgroup PATH [--cgroup PATH...] | --pid PID --duration D --json FILE [--csv FILE]",
@@ -43,7 +44,14 @@ under "absent".`,
 			if jsonOut == "" {
 				return usagef("--json FILE is required ('-' for stdout)")
 			}
-			s := sampler.New(sampler.Config{Interval: interval})
+			switch reader {
+			case "auto":
+				reader = ""
+			case sampler.ReaderFiles:
+			default:
+				return usagef("--reader %q: want auto (a BPF cgroup iterator where it loads, else files) or files", reader)
+			}
+			s := sampler.New(sampler.Config{Interval: interval, Reader: reader})
 			if len(cgroups) == 0 {
 				if err := s.Add(sampler.Source{Name: fmt.Sprintf("pid-%d", pid), PID: pid}); err != nil {
 					return usagef("%v", err)
@@ -79,6 +87,7 @@ under "absent".`,
 	f.StringArrayVar(&cgroups, "cgroup", nil, "cgroup path, relative to the hierarchy root or under /sys/fs/cgroup (repeat for several)")
 	f.IntVar(&pid, "pid", 0, "process to read through /proc when no --cgroup is given")
 	f.DurationVar(&duration, "duration", 0, "how long to sample")
+	f.StringVar(&reader, "reader", "auto", "how each tick reads CPU and memory: auto (one BPF cgroup iterator pass per hierarchy where it loads, else files) or files")
 	f.DurationVar(&interval, "interval", 100*time.Millisecond, "time between samples")
 	f.StringVar(&jsonOut, "json", "", "where to write the figures (JSON; - for stdout)")
 	f.StringVar(&csvOut, "csv", "", "where to write the time series (CSV), if wanted")
