@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -121,14 +122,22 @@ func BenchmarkFlood(b *testing.B) {
 
 // BenchmarkOverhead measures the client's latency at 2000 RPS through a
 // meshed lab (reference proxies) with the probe detached and attached, in
-// alternating windows of one run (HOPSCOPE_BENCH_WINDOW, default 10s; 3
-// pairs), and reports pooled p50/p99 of both and their differences.
+// alternating windows of one run (HOPSCOPE_BENCH_WINDOW, default 10s;
+// HOPSCOPE_BENCH_PAIRS, default 3), and reports pooled p50/p99 of both,
+// their differences, and the median of the per-pair differences.
+// HOPSCOPE_BENCH_DRAIN sets the reader's drain timer (Config.Drain).
 func BenchmarkOverhead(b *testing.B) {
 	needRoot(b)
 	window := 10 * time.Second
 	if v := os.Getenv("HOPSCOPE_BENCH_WINDOW"); v != "" {
 		if d, err := time.ParseDuration(v); err == nil {
 			window = d
+		}
+	}
+	var cfg Config
+	if v := os.Getenv("HOPSCOPE_BENCH_DRAIN"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			cfg.Drain = d
 		}
 	}
 	bin := hopscopeBinB(b)
@@ -165,17 +174,23 @@ func BenchmarkOverhead(b *testing.B) {
 		}
 		return r.Latency.H, nil
 	}
+	pairs := 3
+	if v, err := strconv.Atoi(os.Getenv("HOPSCOPE_BENCH_PAIRS")); err == nil && v > 0 {
+		pairs = v
+	}
 	for i := 0; i < b.N; i++ {
 		off, on := hist.New(), hist.New()
 		var drops, events uint64
 		var readerCPU time.Duration // this process while attached: the reader
-		for pair := 0; pair < 3; pair++ {
+		var d50, d99 []float64      // per pair, attached minus detached
+		for pair := 0; pair < pairs; pair++ {
 			h, err := load()
 			if err != nil {
 				b.Fatal(err)
 			}
 			off.Merge(h)
-			p, err := Start(ctx, Config{})
+			o50, o99 := h.ValueAtQuantile(50), h.ValueAtQuantile(99)
+			p, err := Start(ctx, cfg)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -193,6 +208,8 @@ func BenchmarkOverhead(b *testing.B) {
 				b.Fatal(err)
 			}
 			on.Merge(h)
+			d50 = append(d50, float64(h.ValueAtQuantile(50)-o50)/1e3)
+			d99 = append(d99, float64(h.ValueAtQuantile(99)-o99)/1e3)
 			drops += r.Probe.Drops
 			events += r.Probe.Events
 		}
@@ -203,11 +220,26 @@ func BenchmarkOverhead(b *testing.B) {
 		b.ReportMetric(float64(sa.P99)/1e3, "attached-p99-µs")
 		b.ReportMetric(float64(sa.P50-so.P50)/1e3, "Δp50-µs")
 		b.ReportMetric(float64(sa.P99-so.P99)/1e3, "Δp99-µs")
+		b.ReportMetric(median(d50), "pair-median-Δp50-µs")
+		b.ReportMetric(median(d99), "pair-median-Δp99-µs")
+		b.Logf("per pair Δp50 µs %.1f, Δp99 µs %.1f", d50, d99)
 		b.ReportMetric(float64(drops), "drops")
 		b.ReportMetric(float64(events), "events")
-		b.ReportMetric(100*readerCPU.Seconds()/(3*(window+time.Second).Seconds()), "reader-cpu-%")
+		b.ReportMetric(100*readerCPU.Seconds()/(float64(pairs)*(window+time.Second).Seconds()), "reader-cpu-%")
 		b.ReportMetric(float64(readerCPU.Nanoseconds())/float64(events), "reader-ns/event")
 	}
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // selfCPU is this process's user+system CPU time so far.

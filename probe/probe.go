@@ -52,7 +52,12 @@ type Config struct {
 	CaptureBytes int
 	// RingBytes is the ring buffer's size, a power of two; default 8 MiB.
 	RingBytes int
-	// Drain is the reader's timer; default 5 ms.
+	// Drain is the reader's timer; default 50 ms. Draining in fewer, larger
+	// batches is cheaper: at 2000 req/s through a mesh lab the reader used
+	// 6.3% of a core draining every 5 ms and 2.6% every 50 ms, and the
+	// client's p50 moved by +8.7/+18.4 µs against +4.6/-0.5 µs (medians of
+	// 8 attached/detached pairs; BenchmarkOverhead). The ring must hold a
+	// drain's worth of events; WakeupBytes wakes the reader early in a flood.
 	Drain time.Duration
 	// WakeupBytes wakes the reader early when this much is waiting in the
 	// ring; default RingBytes/4.
@@ -91,7 +96,7 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("ring bytes %d: want a power of two of at least %d", c.RingBytes, os.Getpagesize())
 	}
 	if c.Drain <= 0 {
-		c.Drain = 5 * time.Millisecond
+		c.Drain = 50 * time.Millisecond
 	}
 	if c.WakeupBytes <= 0 {
 		c.WakeupBytes = c.RingBytes / 4
