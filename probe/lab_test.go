@@ -185,13 +185,19 @@ func pct(v []int64, q float64) int64 {
 // request's hops fit in its client service time; and that 1 ms of proxy
 // delay moves server-proxy/in by 1 ms and nothing else.
 //
-// "Never below" must hold in every run. The excess is the kernel's receive
-// path, the proxy's wake-up and its send path: latency on a shared 2-core
-// VM, where a halted vCPU's wake-up alone costs 20-30 µs. The bounds
-// (50 µs p50, 200 µs p99; and 50 µs for hops that must not move) are
-// enforced with HOPSCOPE_STRICT=1, for a quiet machine; otherwise the test
-// holds the excess p50 to 200 µs and the unmoved hops to 250 µs (a quarter
-// of the delay), logs every figure, and repeats a run that misses (3 runs).
+// Two ground truths. The proxy's own stamps (read returned, write called):
+// the probe must never be below them. Its excess over them is the kernel's
+// receive path, the proxy's wake-up and its send path: latency on a shared
+// 2-core VM, where a halted vCPU's wake-up alone costs 20-30 µs; the issue's
+// bounds on it (50 µs p50, 200 µs p99; and 50 µs for hops that must not
+// move) are enforced with HOPSCOPE_STRICT=1, for a quiet machine, and
+// otherwise the excess p50 is held to 200 µs and the unmoved hops to 250 µs.
+// The kernel's socket stamps of the same four events (SO_TIMESTAMPING,
+// receive at IP delivery, send before TC egress) leave the wake-up out: the
+// probe must match them within the bounds in every mode (p50 within
+// ±50 µs, p99 <= 200 µs; a receive stamp taken when veth queued the packet
+// can precede TC ingress, so "below" is allowed down to -50 µs). Every
+// figure is logged; a run that misses is repeated (3 runs).
 func TestAccuracy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end lab test")
@@ -281,7 +287,7 @@ func checkAccuracy(t *testing.T, run labRun) error {
 	for _, tl := range run.res.Timelines {
 		byID[tl.ID] = tl
 	}
-	var exIn, exOut []int64
+	var exIn, exOut, kIn, kOut []int64
 	for _, s := range run.stamps {
 		tl, ok := byID[s.ID]
 		if !ok || tl.At[ServerDevReq] == 0 || tl.At[ServerLoReq] == 0 || tl.At[ServerLoResp] == 0 || tl.At[ServerDevResp] == 0 {
@@ -291,12 +297,33 @@ func checkAccuracy(t *testing.T, run labRun) error {
 		out := tl.At[ServerDevResp] - tl.At[ServerLoResp]
 		exIn = append(exIn, in-(s.ReqWrite-s.ReqRead))
 		exOut = append(exOut, out-(s.RespWrite-s.RespRead))
+		if s.KReqRx != 0 && s.KReqTx != 0 && s.KRespRx != 0 && s.KRespTx != 0 {
+			kIn = append(kIn, in-(s.KReqTx-s.KReqRx))
+			kOut = append(kOut, out-(s.KRespTx-s.KRespRx))
+		}
 	}
 	if len(exIn) < len(run.stamps)*99/100 || len(exIn) < 500 {
 		// a run the machine broke (load timeouts, resets): try again
 		return fmt.Errorf("only %d of %d stamped requests have a full server timeline", len(exIn), len(run.stamps))
 	}
 	var errs []error
+	// The kernel's socket stamps are the tight ground truth: the probe's
+	// hop must match them within the bounds, always.
+	if len(kIn) < len(exIn)*9/10 {
+		errs = append(errs, fmt.Errorf("only %d of %d requests have all four kernel socket stamps", len(kIn), len(exIn)))
+	}
+	for _, x := range []struct {
+		name string
+		d    []int64
+	}{{"server-proxy/in", kIn}, {"server-proxy/out", kOut}} {
+		min, p50, p99 := pct(x.d, 0), pct(x.d, 50), pct(x.d, 99)
+		t.Logf("%s minus the kernel's socket stamps: min %.1f µs, p50 %.1f µs, p99 %.1f µs, max %.1f µs (n %d)", x.name,
+			float64(min)/1e3, float64(p50)/1e3, float64(p99)/1e3, float64(pct(x.d, 100))/1e3, len(x.d))
+		if p50 < -50e3 || p50 > 50e3 || p99 > 200e3 || min < -50e3 {
+			errs = append(errs, fmt.Errorf("%s against the kernel's socket stamps: min %d ns, p50 %d ns, p99 %d ns; want p50 within ±50 µs, p99 <= 200 µs, never 50 µs below",
+				x.name, min, p50, p99))
+		}
+	}
 	for _, x := range []struct {
 		name string
 		ex   []int64

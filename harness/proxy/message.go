@@ -23,9 +23,15 @@ type msgReader struct {
 	buf  []byte
 	r, w int   // unread bytes are buf[r:w]
 	at   int64 // clock.Now() after the last read returned
+	ks   *kstamps
+	kat  int64 // the kernel's receive stamp of the last read (0: none)
 }
 
-func newMsgReader(c net.Conn) *msgReader { return &msgReader{c: c, buf: make([]byte, 16<<10)} }
+// newMsgReader reads c; with ks (kernel stamps on c) every read is a
+// recvmsg that also takes the kernel's receive stamp.
+func newMsgReader(c net.Conn, ks *kstamps) *msgReader {
+	return &msgReader{c: c, buf: make([]byte, 16<<10), ks: ks}
+}
 
 // fill reads once more from the connection.
 func (m *msgReader) fill() error {
@@ -45,7 +51,14 @@ func (m *msgReader) fill() error {
 			m.buf = nb
 		}
 	}
-	n, err := m.c.Read(m.buf[m.w:])
+	var n int
+	var err error
+	if m.ks != nil {
+		n, err = m.ks.read(m.buf[m.w:])
+		m.kat = m.ks.rx
+	} else {
+		n, err = m.c.Read(m.buf[m.w:])
+	}
 	m.at = clock.Now()
 	m.w += n
 	if n > 0 {
