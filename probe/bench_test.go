@@ -145,8 +145,12 @@ func BenchmarkOverhead(b *testing.B) {
 	name := "hsp-bench"
 	_ = lab.Cleanup(name)
 	ctx := context.Background()
-	l, err := lab.Up(ctx, lab.Spec{Name: name, Topology: lab.Mesh, Hopscope: bin,
-		Proxy:  lab.ProxySpec{Name: "reference"},
+	topo, proxy := lab.Mesh, lab.ProxySpec{Name: "reference"}
+	if os.Getenv("HOPSCOPE_BENCH_TOPOLOGY") == "baseline" {
+		topo, proxy = lab.Baseline, lab.ProxySpec{}
+	}
+	l, err := lab.Up(ctx, lab.Spec{Name: name, Topology: topo, Hopscope: bin,
+		Proxy:  proxy,
 		Subnet: netip.MustParsePrefix("198.19.251.0/24"), CgroupRoot: "/hopscope-test-probe"})
 	if err != nil {
 		b.Fatal(err)
