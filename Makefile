@@ -37,9 +37,12 @@ demo: build
 	@bash scripts/setup.sh demo
 	./$(BIN) bench --preset demo --out results/demo
 
+# Two more kernels: Debian 12's 6.1 (pure cgroup v2, no TCX) and
+# bookworm-backports' 6.12 (TCX, per-open-file memory.peak reset).
 vmtest:
 	@bash scripts/setup.sh vmtest
 	bash vmtest/run.sh
+	VMTEST_KERNEL_SUITE=bookworm-backports bash vmtest/run.sh
 
 clean:
 	rm -rf bin

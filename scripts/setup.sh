@@ -33,6 +33,9 @@ for what in "${@:-test}"; do
       need /bin/busybox busybox-static
       need cpio cpio
       need xz xz-utils
+      need curl curl
+      need gpgv gpgv
+      need /usr/share/keyrings/debian-archive-keyring.gpg debian-archive-keyring
       ;;
     *) echo "setup.sh: unknown part '$what' (want test, demo, generate or vmtest)" >&2; exit 2 ;;
   esac

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# make vmtest: runs hopscope's kernel-facing tests on a second kernel, Debian
+# make vmtest: runs hopscope's kernel-facing tests on another kernel, Debian
 # 12's 6.1 (no TCX; cgroup v2 mounted alone), under qemu with software
-# emulation. The kernel comes from Debian's linux-image-6.1.0-NN-amd64
-# package through apt and is cached in vmtest/cache/; the initramfs holds
+# emulation; with VMTEST_KERNEL_SUITE=bookworm-backports, that suite's 6.12
+# (make vmtest runs both). The 6.1 kernel comes from Debian's
+# linux-image-6.1.0-NN-amd64 package through apt; kernels are cached in
+# vmtest/cache/; the initramfs holds
 # busybox, the modules below and statically built test binaries; the VM's
 # serial console is printed and kept in vmtest/cache/console.log. Exit
 # status: 0 when every test binary passed inside the VM, non-zero with a
@@ -14,6 +16,11 @@
 #   VMTEST_TIMEOUT=600      seconds the VM may run before it is killed
 #   VMTEST_MEM=1536 VMTEST_SMP=2
 #   VMTEST_KERNEL_PKG=linux-image-6.1.0-NN-amd64   pin a kernel package
+#   VMTEST_KERNEL_SUITE=bookworm-backports   boot that suite's newest
+#                            linux-image-6.*+deb12-amd64-unsigned instead (6.12:
+#                            TCX, per-open-file memory.peak), fetched from the
+#                            archive and checked against its signed index
+#   VMTEST_MIRROR=http://deb.debian.org/debian   where the suite is fetched
 #   VMTEST_PACKAGES='./sampler|TestPeak|60s'       run these instead (lines)
 #   VMTEST_APPEND='...'      more kernel command line
 #   VMTEST_CACHE=DIR         where the kernel and the work files go (vmtest/cache)
@@ -116,19 +123,83 @@ fetch_kernel() {
   }
   local deb
   deb=$(ls "$dl"/*.deb)
+  extract_kernel "$deb" "$pkg"
+  rm -rf "$dl" "$dl.err"
+  echo "$pkg" >"$cache/kernel/current"
+}
+
+# extract_kernel DEB PKG: unpack the kernel and the network modules of a
+# kernel package into the cache; sets kdir and kpkg.
+extract_kernel() {
+  local deb=$1 pkg=$2
   local dir=$cache/kernel/$pkg
   rm -rf "$dir" && mkdir -p "$dir"
   # Only the kernel and the network modules: the whole tree is 400 MB.
   dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --wildcards \
     '*/boot/vmlinuz-*' '*/boot/config-*' '*/lib/modules/*/modules.builtin' \
     '*/lib/modules/*/kernel/net/*' '*/lib/modules/*/kernel/drivers/net/*'
-  mv "$deb" "$dir/" && rm -rf "$dl" "$dl.err"
+  mv "$deb" "$dir/"
   touch "$dir/complete"
-  echo "$pkg" >"$cache/kernel/current"
   kdir=$dir kpkg=$pkg
 }
 
-fetch_kernel
+# fetch_kernel_suite SUITE: the newest linux-image-6.*+deb12-amd64-unsigned
+# of a Debian suite (not in apt's sources here), straight from the mirror:
+# InRelease checked with gpgv against debian-archive-keyring, Packages.xz
+# and the .deb against the SHA256 sums they list.
+fetch_kernel_suite() {
+  local suite=$1 base=${VMTEST_MIRROR:-http://deb.debian.org/debian}
+  local d=$cache/kernel/suite-$suite
+  mkdir -p "$d"
+  if [ -f "$d/current" ] && [ -f "$cache/kernel/$(cat "$d/current")/complete" ]; then
+    kpkg=$(cat "$d/current") kdir=$cache/kernel/$kpkg
+    say "kernel: $kpkg from $suite (cached)"
+    return
+  fi
+  command -v curl >/dev/null && command -v gpgv >/dev/null ||
+    die "VMTEST_KERNEL_SUITE needs curl and gpgv (apt-get install curl gpgv debian-archive-keyring)"
+  local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  [ -f "$keyring" ] || die "VMTEST_KERNEL_SUITE needs $keyring (apt-get install debian-archive-keyring)"
+  say "kernel: looking up $suite at $base"
+  curl -fsS --max-time 60 -o "$d/InRelease" "$base/dists/$suite/InRelease" ||
+    die "no kernel package reachable: cannot fetch $base/dists/$suite/InRelease"
+  gpgv --keyring "$keyring" "$d/InRelease" 2>"$d/gpgv.err" ||
+    { cat "$d/gpgv.err" >&2; die "$suite's InRelease does not verify against $keyring"; }
+  local want got
+  want=$(awk '/^SHA256:/ { s = 1; next } /^[^ ]/ { s = 0 } s && $3 == "main/binary-amd64/Packages.xz" { print $1 }' "$d/InRelease")
+  [ -n "$want" ] || die "$suite's InRelease lists no main/binary-amd64/Packages.xz"
+  curl -fsS --max-time 120 -o "$d/Packages.xz" "$base/dists/$suite/main/binary-amd64/Packages.xz" ||
+    die "cannot fetch $suite's Packages.xz"
+  got=$(sha256sum "$d/Packages.xz" | cut -d' ' -f1)
+  [ "$got" = "$want" ] || die "$suite's Packages.xz: sha256 $got, InRelease says $want"
+  # Package, Filename and SHA256 of the newest generic kernel.
+  local line pkg file sum
+  line=$(xz -dc "$d/Packages.xz" | awk '
+    /^Package: / { p = $2; f = ""; h = "" }
+    /^Filename: / { f = $2 }
+    /^SHA256: / { h = $2 }
+    /^$/ { if (p ~ /^linux-image-6\.[0-9.]+\+deb12-amd64-unsigned$/ && f != "") print p, f, h; p = "" }
+    END { if (p ~ /^linux-image-6\.[0-9.]+\+deb12-amd64-unsigned$/ && f != "") print p, f, h }' |
+    sort -V | tail -n 1)
+  read -r pkg file sum <<<"$line"
+  [ -n "${sum:-}" ] || die "$suite lists no linux-image-6.*+deb12-amd64-unsigned"
+  if [ ! -f "$cache/kernel/$pkg/complete" ]; then
+    say "kernel: downloading $pkg from $suite"
+    local deb=$d/$(basename "$file")
+    curl -fsS --max-time 900 -o "$deb" "$base/$file" || die "cannot fetch $base/$file"
+    got=$(sha256sum "$deb" | cut -d' ' -f1)
+    [ "$got" = "$sum" ] || { rm -f "$deb"; die "$file: sha256 $got, Packages says $sum"; }
+    extract_kernel "$deb" "$pkg"
+  fi
+  echo "$pkg" >"$d/current"
+  kpkg=$pkg kdir=$cache/kernel/$pkg
+}
+
+if [ -n "${VMTEST_KERNEL_SUITE:-}" ]; then
+  fetch_kernel_suite "$VMTEST_KERNEL_SUITE"
+else
+  fetch_kernel
+fi
 vmlinuz=$(find "$kdir" -path '*/boot/vmlinuz-*' | head -n 1)
 modroot=$(dirname "$(find "$kdir" -name modules.builtin | head -n 1)")
 [ -f "$vmlinuz" ] && [ -f "$modroot/modules.builtin" ] || die "kernel cache $kdir is incomplete: remove it (rm -rf $kdir) and run again"
@@ -160,7 +231,9 @@ resolve_module() { # appends $1 and what it depends on to order, deps first
     grep -qE "/(${m}|${m//_/-})\.ko" "$modroot/modules.builtin" && return # built in
     die "kernel module $m is neither in $(basename "$modroot")'s net modules nor built in"
   fi
-  for d in $(tr '\0' '\n' <"$f" 2>/dev/null | sed -n 's/^depends=//p' | tr ',' ' ' || true); do
+  local cat=(cat)
+  case "$f" in *.xz) cat=(xz -dc) ;; esac # 6.12's modules are compressed
+  for d in $("${cat[@]}" "$f" 2>/dev/null | tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' ' || true); do
     resolve_module "$d"
   done
   order+=("$m")
@@ -208,6 +281,8 @@ done
 
 {
   echo "export HOPSCOPE_VM=1"
+  # the release the guest must find itself on: vmlinuz-RELEASE
+  echo "export HOPSCOPE_VM_KERNEL=$(basename "$vmlinuz" | sed 's/^vmlinuz-//')"
   [ "$selftest" = fail ] && echo "export HOPSCOPE_VMTEST_SELFTEST=fail"
   true
 } >"$stage/etc/vmtest/env"
