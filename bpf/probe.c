@@ -135,6 +135,36 @@ static __always_inline int load(struct __sk_buff *skb, __u32 off, void *to, cons
 	return bpf_skb_load_bytes(skb, off, to, len);
 }
 
+/* ipv6_ext steps over one IPv6 extension header at l2 + *off when *next
+ * is one the classifier follows, and does nothing when *next is TCP. It
+ * returns nonzero to give the packet up: another protocol, a fragment that
+ * is not the first, or a header it cannot read. */
+static __always_inline int ipv6_ext(struct __sk_buff *skb, __u32 l2, __u8 *next, __u32 *off)
+{
+	__u8 eh[4];
+	switch (*next) {
+	case IPPROTO_TCP:
+		return 0;
+	case IPPROTO_FRAGMENT: /* 8 bytes; offset in the top 13 bits of 2-3 */
+		if (load(skb, l2 + *off, eh, 4))
+			return 1;
+		if (((eh[2] << 8) | eh[3]) & 0xfff8)
+			return 1;
+		*next = eh[0];
+		*off += 8;
+		return 0;
+	case IPPROTO_HOPOPTS:
+	case IPPROTO_ROUTING:
+	case IPPROTO_DSTOPTS: /* (length + 1) 8-byte units */
+		if (load(skb, l2 + *off, eh, 2))
+			return 1;
+		*next = eh[0];
+		*off += ((__u32)eh[1] + 1) * 8;
+		return 0;
+	}
+	return 1;
+}
+
 SEC("tc")
 int hopscope_tc(struct __sk_buff *skb)
 {
@@ -179,10 +209,17 @@ int hopscope_tc(struct __sk_buff *skb)
 		struct ipv6hdr ip6;
 		if (load(skb, l2, &ip6, sizeof(ip6)))
 			return TC_ACT_UNSPEC;
-		/* extension headers are not followed: TCP must come first */
-		if (ip6.nexthdr != IPPROTO_TCP)
+		/* Step over up to 4 extension headers (hop-by-hop, routing,
+		 * destination options, fragment) to TCP; anything else (ESP,
+		 * AH, a deeper chain) is not followed. */
+		__u8 next = ip6.nexthdr;
+		__u32 off = sizeof(ip6);
+		if (ipv6_ext(skb, l2, &next, &off) || ipv6_ext(skb, l2, &next, &off) ||
+		    ipv6_ext(skb, l2, &next, &off) || ipv6_ext(skb, l2, &next, &off))
 			return TC_ACT_UNSPEC;
-		l4off = sizeof(ip6);
+		if (next != IPPROTO_TCP)
+			return TC_ACT_UNSPEC;
+		l4off = off;
 		ip_len = bpf_ntohs(ip6.payload_len) + sizeof(ip6);
 		if (ip_len == sizeof(ip6))
 			ip_len = skb->len - 14;

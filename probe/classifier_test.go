@@ -45,6 +45,26 @@ func packet(v6 bool, sport, dport uint16, seq uint32, flags uint8, payload []byt
 	return b
 }
 
+// v6ext puts IPv6 extension headers between a v6 packet's IP header and
+// TCP: kinds[i] is the type of hdrs[i] (each a whole header, its first byte
+// then set to the next one's type).
+func v6ext(pkt []byte, kinds []byte, hdrs ...[]byte) []byte {
+	const ipEnd = 14 + 40
+	out := append([]byte(nil), pkt[:ipEnd]...)
+	out[14+6] = kinds[0]
+	for i, h := range hdrs {
+		h = append([]byte(nil), h...)
+		h[0] = 6 // TCP
+		if i+1 < len(kinds) {
+			h[0] = kinds[i+1]
+		}
+		out = append(out, h...)
+	}
+	out = append(out, pkt[ipEnd:]...)
+	binary.BigEndian.PutUint16(out[14+4:], uint16(len(out)-ipEnd))
+	return out
+}
+
 // testProgram starts a probe watching port 8080 and loads one classifier
 // instance for point 7 (not attached anywhere: driven by BPF_PROG_TEST_RUN).
 func testProgram(t testing.TB, cfg Config) (*Probe, *ebpf.Program) {
@@ -108,6 +128,15 @@ func TestClassifier(t *testing.T) {
 		{"v4 request", 0, packet(false, 40000, 8080, 1000, FlagACK|FlagPSH, req), true, len(req), uint32(len(req)), netip.MustParseAddrPort("198.18.0.1:40000")},
 		{"v4 response direction", 0, packet(false, 8080, 40000, 5, FlagACK, []byte("HTTP/1.1 200 OK\r\n")), true, 17, 17, netip.MustParseAddrPort("198.18.0.1:8080")},
 		{"v6", 0, packet(true, 40000, 8080, 1, FlagACK, req), true, len(req), uint32(len(req)), netip.MustParseAddrPort("[::1]:40000")},
+		{"v6 hop-by-hop and destination options", 0, v6ext(packet(true, 40000, 8080, 1, FlagACK, req), []byte{0, 60},
+			[]byte{0, 0, 1, 4, 0, 0, 0, 0}, []byte{0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}),
+			true, len(req), uint32(len(req)), netip.MustParseAddrPort("[::1]:40000")},
+		{"v6 first fragment", 0, v6ext(packet(true, 40000, 8080, 1, FlagACK, req), []byte{44}, []byte{0, 0, 0, 1, 0, 0, 0, 9}),
+			true, len(req), uint32(len(req)), netip.MustParseAddrPort("[::1]:40000")},
+		{"v6 later fragment skipped", 0, v6ext(packet(true, 40000, 8080, 1, FlagACK, req), []byte{44}, []byte{0, 0, 0x05, 0xc8, 0, 0, 0, 9}),
+			false, 0, 0, netip.AddrPort{}},
+		{"v6 ESP skipped", 0, v6ext(packet(true, 40000, 8080, 1, FlagACK, req), []byte{50}, []byte{0, 0, 0, 1, 0, 0, 0, 1}),
+			false, 0, 0, netip.AddrPort{}},
 		{"capture default 128", 0, packet(false, 40000, 8080, 1, FlagACK, big), true, 128, 400, netip.MustParseAddrPort("198.18.0.1:40000")},
 		{"capture 64", 64, packet(false, 40000, 8080, 1, FlagACK, big), true, 64, 400, netip.MustParseAddrPort("198.18.0.1:40000")},
 		{"capture 200", 200, packet(false, 40000, 8080, 1, FlagACK, big), true, 200, 400, netip.MustParseAddrPort("198.18.0.1:40000")},

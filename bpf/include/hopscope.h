@@ -44,6 +44,11 @@ enum {
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_TCP 6
+/* IPv6 extension headers the classifier steps over */
+#define IPPROTO_HOPOPTS 0
+#define IPPROTO_ROUTING 43
+#define IPPROTO_FRAGMENT 44
+#define IPPROTO_DSTOPTS 60
 
 /* The head of struct __sk_buff, up to the last field hopscope reads or any
  * field before it, so that every offset matches the kernel's. */
