@@ -349,7 +349,7 @@ const (
 
 // read takes a reading of the files depth d asks for; the others keep their
 // last value, except the working set, which is only valid where read.
-func (t *tracker) read(now int64, d depth, b *batch) (reading, error) {
+func (t *tracker) read(now int64, d depth, fromBatch *batch) (reading, error) {
 	full := d >= stat
 	r := t.last
 	r.t, r.d = now, d
@@ -361,11 +361,11 @@ func (t *tracker) read(now int64, d depth, b *batch) (reading, error) {
 	// (cpu.stat's user/system split then waits for the next full reading),
 	// and for a cgroup the batch did not see.
 	cpuDone, memDone := false, false
-	if d < all && b != nil {
-		if v, ok := b.vals[t.cpuKey]; ok && t.cpuKey.id != 0 && v.flushed {
+	if d < all && fromBatch != nil {
+		if v, ok := fromBatch.vals[t.cpuKey]; ok && t.cpuKey.id != 0 && v.flushed {
 			r.cpu, cpuDone = v.cpuNs/1000, true
 		}
-		if v, ok := b.vals[t.memKey]; ok && t.memKey.id != 0 && v.memBytes != none {
+		if v, ok := fromBatch.vals[t.memKey]; ok && t.memKey.id != 0 && v.memBytes != none {
 			r.mem, memDone = v.memBytes, true
 		}
 	}
@@ -530,13 +530,13 @@ func statusKB(b []byte, key string) (int64, bool) {
 // sample takes one reading and folds it in.
 func (t *tracker) sample(now, start int64, d depth) { t.sampleWith(now, start, d, nil) }
 
-// sampleWith samples, taking a quick tick's CPU and memory from b where it
-// has them (b may be nil).
-func (t *tracker) sampleWith(now, start int64, d depth, b *batch) {
+// sampleWith samples, taking a quick tick's CPU and memory from fromBatch
+// where it has them (fromBatch may be nil).
+func (t *tracker) sampleWith(now, start int64, d depth, fromBatch *batch) {
 	if t.dead {
 		return
 	}
-	r, err := t.read(now, d, b)
+	r, err := t.read(now, d, fromBatch)
 	if err != nil {
 		t.fail(now, start, err)
 		return

@@ -97,7 +97,7 @@ func (k *kstamps) recv(fd uintptr) bool {
 		return true
 	}
 	k.n = n
-	if ts, ok := stampOf(k.oob[:oobn]); ok {
+	if ts, _ := cmsgs(k.oob[:oobn]); ts != 0 {
 		k.rx = toMono(ts)
 	}
 	return true
@@ -118,9 +118,8 @@ func (k *kstamps) tx(key uint32) int64 {
 			if err != nil {
 				return
 			}
-			ts, ok := stampOf(k.oob[:oobn])
-			ee, eok := extErr(k.oob[:oobn])
-			if ok && eok && ee.Origin == unix.SO_EE_ORIGIN_TIMESTAMPING && ee.Info == unix.SCM_TSTAMP_SCHED {
+			ts, ee := cmsgs(k.oob[:oobn])
+			if ts != 0 && ee != nil && ee.Origin == unix.SO_EE_ORIGIN_TIMESTAMPING && ee.Info == unix.SCM_TSTAMP_SCHED {
 				k.pending[ee.Data] = toMono(ts)
 			}
 		}
@@ -135,47 +134,29 @@ func (k *kstamps) tx(key uint32) int64 {
 	return ts
 }
 
-// stampOf finds the software stamp (scm_timestamping ts[0]) in control
-// messages, in CLOCK_REALTIME ns.
-func stampOf(oob []byte) (int64, bool) {
+// cmsgs reads control messages: the software stamp (scm_timestamping
+// ts[0], CLOCK_REALTIME ns; 0 if none) and, on an error-queue message, its
+// sock_extended_err (nil if none).
+func cmsgs(oob []byte) (stamp int64, ee *unix.SockExtendedErr) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return 0, false
+		return 0, nil
 	}
 	for _, m := range msgs {
-		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SO_TIMESTAMPING && len(m.Data) >= 16 {
-			sec := int64(binary.NativeEndian.Uint64(m.Data[0:]))
-			nsec := int64(binary.NativeEndian.Uint64(m.Data[8:]))
-			if sec == 0 && nsec == 0 {
-				return 0, false
-			}
-			return sec*1e9 + nsec, true
-		}
-	}
-	return 0, false
-}
-
-// extErr finds the sock_extended_err of an error-queue message.
-func extErr(oob []byte) (unix.SockExtendedErr, bool) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return unix.SockExtendedErr{}, false
-	}
-	for _, m := range msgs {
-		if (m.Header.Level == unix.SOL_IP && m.Header.Type == unix.IP_RECVERR) ||
-			(m.Header.Level == unix.SOL_IPV6 && m.Header.Type == unix.IPV6_RECVERR) {
-			if len(m.Data) < 16 {
-				continue
-			}
-			return unix.SockExtendedErr{
+		switch {
+		case m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SO_TIMESTAMPING && len(m.Data) >= 16:
+			stamp = int64(binary.NativeEndian.Uint64(m.Data[0:]))*1e9 + int64(binary.NativeEndian.Uint64(m.Data[8:]))
+		case (m.Header.Level == unix.SOL_IP && m.Header.Type == unix.IP_RECVERR ||
+			m.Header.Level == unix.SOL_IPV6 && m.Header.Type == unix.IPV6_RECVERR) && len(m.Data) >= 16:
+			ee = &unix.SockExtendedErr{
 				Errno:  binary.NativeEndian.Uint32(m.Data[0:]),
 				Origin: m.Data[4], Type: m.Data[5], Code: m.Data[6],
 				Info: binary.NativeEndian.Uint32(m.Data[8:]),
 				Data: binary.NativeEndian.Uint32(m.Data[12:]),
-			}, true
+			}
 		}
 	}
-	return unix.SockExtendedErr{}, false
+	return stamp, ee
 }
 
 // toMono moves a CLOCK_REALTIME instant to CLOCK_MONOTONIC.
