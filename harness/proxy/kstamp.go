@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
 	"runtime"
 	"syscall"
 
@@ -45,15 +44,16 @@ type kstamps struct {
 	p    []byte
 }
 
-// enableKStamps turns on timestamping for c; the error says why it cannot.
-func enableKStamps(c net.Conn) (*kstamps, error) {
-	tc, ok := c.(*net.TCPConn)
+// enableKStamps turns on timestamping for c (a TCP connection or
+// listener); the error says why it cannot.
+func enableKStamps(c any) (*kstamps, error) {
+	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return nil, fmt.Errorf("kernel stamps: %T is not a TCP connection", c)
+		return nil, fmt.Errorf("kernel stamps: %T has no socket", c)
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("kernel stamps: %w", err)
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {

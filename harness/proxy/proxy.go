@@ -68,6 +68,12 @@ func Serve(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("proxy: listen on %s: %w (is another process using the port?)", cfg.Listen, err)
 		}
 	}
+	if sw != nil && !cfg.H2C {
+		// The kernel turns receive stamps on for everyone through deferred
+		// work the first time a socket asks: ask now, on the listener, so
+		// that it is done before the first request comes in.
+		_, _ = enableKStamps(ln) // without them the K columns are 0
+	}
 	if cfg.OnListen != nil {
 		cfg.OnListen(ln.Addr())
 	}
