@@ -4,6 +4,9 @@
 # the same command (startup, opening 100 cgroups and writing the JSON cancel
 # out), as a share of one core. Budget (issue 5): at most 1%.
 # Needs root (makes cgroups under <root>/hopscope-bench-sampler, removed at exit).
+# Env: N=100 cgroups, LONG=30 and SHORT=2 seconds, REPS=3 rounds per reader
+#      (--reader auto, then files); PERF='perf record -g -o FILE' profiles
+#      each `hopscope sample` run.
 set -eu -o pipefail
 cd "$(dirname "$0")/.."
 N=${N:-100} LONG=${LONG:-30} SHORT=${SHORT:-2}
